@@ -308,11 +308,7 @@ impl Call {
                 }
             }
             CallEvent::Timeout => ev.local_end = Some(LocalEnd::NoResponse),
-            CallEvent::Error { .. } => {
-                if !ev.answered {
-                    ev.local_end = Some(LocalEnd::Error);
-                }
-            }
+            CallEvent::Error { .. } => ev.local_end = Some(LocalEnd::Error),
         }
         if to.is_terminal() {
             self.end_at_ms = Some(at_ms);

@@ -162,10 +162,6 @@ impl Rule {
         self.q850 = causes.to_vec();
         self
     }
-    fn early_media(mut self, v: bool) -> Self {
-        self.early_media = Some(v);
-        self
-    }
     fn provisional(mut self, v: bool) -> Self {
         self.provisional = Some(v);
         self
@@ -259,6 +255,9 @@ pub fn default_rules() -> Vec<Rule> {
     use LocalEnd as L;
     use Outcome as O;
     vec![
+        // Our side broke (media could not start, transport error): the call failed, even if
+        // it was answered.
+        Rule::new(O::Failed).local(L::Error),
         // Answered calls: a machine when AMD said so, otherwise a human.
         Rule::new(O::AnsweredMachine).answered(true).machine(true),
         Rule::new(O::AnsweredHuman).answered(true),
@@ -270,7 +269,6 @@ pub fn default_rules() -> Vec<Rule> {
             .local(L::NoResponse)
             .provisional(true),
         Rule::new(O::TrunkError).local(L::NoResponse),
-        Rule::new(O::Failed).local(L::Error),
         // Q.850 causes (more specific than the SIP status).
         Rule::new(O::EmptyNumber).q850(&[1]),
         Rule::new(O::TrunkError).q850(&[2, 3]),
@@ -372,6 +370,8 @@ mod tests {
         assert_eq!(c.classify(&e), O::AnsweredHuman);
         e.machine = Some(true);
         assert_eq!(c.classify(&e), O::AnsweredMachine);
+        e.local_end = Some(LocalEnd::Error);
+        assert_eq!(c.classify(&e), O::Failed);
         // An announcement class wins over the SIP status, but not over an answer.
         let mut e = ev(Some(486), Some(17), true, true);
         e.announcement = Some(O::PoweredOff);
