@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit tests, the SIPp integration tests and a short fuzz run.
+# Installs what it needs (sip-tester, cargo-nextest, cargo-fuzz).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+need_debs sipp:sip-tester
+need_nextest
+
+log "format"
+cargo fmt --all -- --check
+
+log "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests (unit and SIPp integration)"
+cargo nextest run --workspace --locked --no-fail-fast
+
+if [ "${OUTCALL_SKIP_FUZZ:-0}" != "1" ]; then
+  log "fuzz: parse_untrusted for ${OUTCALL_FUZZ_SECONDS:-45} s"
+  bash scripts/fuzz.sh "${OUTCALL_FUZZ_SECONDS:-45}"
+fi
