@@ -62,6 +62,7 @@ enum RemoteRequest {
 
 struct Inner {
     cfg: UaConfig,
+    endpoint: rsipstack::transaction::endpoint::EndpointInnerRef,
     dialog_layer: Arc<DialogLayer>,
     classifier: Classifier,
     cancel: CancellationToken,
@@ -125,12 +126,14 @@ impl SipUserAgent {
             .build();
         let incoming = endpoint.incoming_transactions()?;
         let dialog_layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let endpoint_ref = endpoint.inner.clone();
         tokio::spawn(async move {
             endpoint.serve().await;
             debug!("sip endpoint stopped");
         });
         let inner = Arc::new(Inner {
             cfg,
+            endpoint: endpoint_ref,
             dialog_layer,
             classifier,
             cancel,
@@ -153,6 +156,16 @@ impl SipUserAgent {
     /// Dialogs the stack still holds (should return to 0 when no call is up).
     pub fn dialog_count(&self) -> usize {
         self.inner.dialog_layer.len()
+    }
+
+    /// Transactions the stack holds: (running, finished and cached, waiting for ACK).
+    pub fn transaction_counts(&self) -> (usize, usize, usize) {
+        let s = self.inner.endpoint.get_stats();
+        (
+            s.running_transactions,
+            s.finished_transactions,
+            s.waiting_ack,
+        )
     }
 
     /// Calls in progress.

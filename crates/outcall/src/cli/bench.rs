@@ -51,6 +51,10 @@ pub struct SipBenchArgs {
     /// After our run, run SIPp's UAC with this scenario at the same rate and compare.
     #[arg(long)]
     pub compare_sipp: Option<PathBuf>,
+    /// Seconds to wait after the last call before reporting memory again (transactions of
+    /// answered calls are kept 64*T1 = 32 s, RFC 6026; use 35 to see them released).
+    #[arg(long, default_value_t = 0)]
+    pub settle_secs: u64,
     /// Extra arguments for the SIPp UAC (space separated).
     #[arg(long, default_value = "")]
     pub sipp_args: String,
@@ -172,6 +176,28 @@ async fn sip(a: SipBenchArgs) -> Result<ExitCode> {
     // Give the stack a moment to drop finished dialogs, then report what is left.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let left = ua.dialog_count();
+    let rss_end = rss_kib();
+    let tx_end = ua.transaction_counts();
+    let mut settled = vec![(
+        "transactions at end (running / finished / waiting ack)".to_string(),
+        format!("{} / {} / {}", tx_end.0, tx_end.1, tx_end.2),
+    )];
+    if a.settle_secs > 0 {
+        tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
+        let t = ua.transaction_counts();
+        settled.push((
+            format!("transactions after {} s settle", a.settle_secs),
+            format!("{} / {} / {}", t.0, t.1, t.2),
+        ));
+        settled.push((
+            format!("RSS MiB at end / after {} s settle", a.settle_secs),
+            format!(
+                "{:.1} / {:.1}",
+                rss_end as f64 / 1024.0,
+                rss_kib() as f64 / 1024.0
+            ),
+        ));
+    }
     let mut extra = vec![
         ("outcomes".to_string(), fmt_outcomes(&outcomes)),
         (
@@ -200,6 +226,7 @@ async fn sip(a: SipBenchArgs) -> Result<ExitCode> {
         ),
         ("dialogs left after run".to_string(), left.to_string()),
     ];
+    extra.extend(settled);
     let ours = Row {
         name: "outcall".into(),
         calls: a.calls,
@@ -287,7 +314,7 @@ fn fmt_outcomes(o: &BTreeMap<Outcome, u64>) -> String {
 
 fn print_table(rows: &[Row], target: f64) {
     println!(
-        "| client | calls | answered | failed | wall s | cps achieved | CPU s | CPU ms/call |"
+        "| client | calls | answered | failed | wall s | calls/s over wall | CPU s | CPU ms/call |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
