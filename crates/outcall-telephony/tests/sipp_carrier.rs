@@ -40,7 +40,7 @@ struct Sipp {
 }
 
 impl Sipp {
-    fn start(name: &str, transport: SipTransport, extra: &[&str]) -> Sipp {
+    async fn start(name: &str, transport: SipTransport, extra: &[&str]) -> Sipp {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let t = match transport {
@@ -80,17 +80,12 @@ impl Sipp {
         while Instant::now() < deadline {
             let bound = match transport {
                 SipTransport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_err(),
-                SipTransport::Tcp => {
-                    std::net::TcpStream::connect(("127.0.0.1", port))
-                        .map(|_| false)
-                        .is_err()
-                        == false
-                }
+                SipTransport::Tcp => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
             };
             if bound {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Sipp { child, port, dir }
     }
@@ -102,7 +97,7 @@ impl Sipp {
     }
 
     /// Waits for SIPp to end and returns whether every call of its scenario succeeded.
-    fn wait_success(mut self) -> bool {
+    async fn wait_success(mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -122,7 +117,7 @@ impl Sipp {
                 let _ = self.child.kill();
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -179,10 +174,10 @@ async fn place(ua: &SipUserAgent, req: CallRequest) -> outcall_telephony::CallRe
 }
 
 async fn rejected(name: &str, transport: SipTransport) -> outcall_telephony::CallReport {
-    let sipp = Sipp::start(name, transport, &[]);
+    let sipp = Sipp::start(name, transport, &[]).await;
     let ua = ua().await;
     let rep = place(&ua, request(sipp.trunk(transport), "13800138000")).await;
-    assert!(sipp.wait_success(), "sipp scenario {name} failed");
+    assert!(sipp.wait_success().await, "sipp scenario {name} failed");
     assert_eq!(rep.cdr.final_state, CallState::Unanswered);
     assert_eq!(rep.cdr.billsec, 0);
     assert_eq!(rep.cdr.answer_at_ms, None);
@@ -269,14 +264,17 @@ async fn early_media_then_busy_keeps_the_early_media_evidence() {
 
 #[tokio::test]
 async fn ring_timeout_sends_cancel_and_is_no_answer() {
-    let sipp = Sipp::start("uas_ring_no_answer.xml", SipTransport::Udp, &[]);
+    let sipp = Sipp::start("uas_ring_no_answer.xml", SipTransport::Udp, &[]).await;
     let ua = ua().await;
     let mut req = request(sipp.trunk(SipTransport::Udp), "13800138000");
     req.ring_timeout = Duration::from_millis(1500);
     let t0 = Instant::now();
     let rep = place(&ua, req).await;
     let took = t0.elapsed();
-    assert!(sipp.wait_success(), "sipp saw our CANCEL and sent 487");
+    assert!(
+        sipp.wait_success().await,
+        "sipp saw our CANCEL and sent 487"
+    );
     assert_eq!(rep.cdr.outcome, Outcome::NoAnswer);
     assert_eq!(rep.cdr.final_state, CallState::Canceled);
     assert_eq!(rep.cdr.sip_status, Some(487));
@@ -293,12 +291,12 @@ async fn answered(
     extra: &[&str],
     setup: impl FnOnce(&mut CallRequest),
 ) -> outcall_telephony::CallReport {
-    let sipp = Sipp::start(name, transport, extra);
+    let sipp = Sipp::start(name, transport, extra).await;
     let ua = ua().await;
     let mut req = request(sipp.trunk(transport), "13800138000");
     setup(&mut req);
     let rep = place(&ua, req).await;
-    assert!(sipp.wait_success(), "sipp scenario {name} failed");
+    assert!(sipp.wait_success().await, "sipp scenario {name} failed");
     assert_eq!(ua.dialog_count(), 0, "the finished dialog was released");
     rep
 }
@@ -388,7 +386,7 @@ async fn callee_bye_over_tcp() {
 }
 
 async fn auth(name: &str, user: &str, password: &str) -> (outcall_telephony::CallReport, bool) {
-    let sipp = Sipp::start(name, SipTransport::Udp, &[]);
+    let sipp = Sipp::start(name, SipTransport::Udp, &[]).await;
     let ua = ua().await;
     let mut trunk = sipp.trunk(SipTransport::Udp);
     trunk.username = Some(user.into());
@@ -397,7 +395,7 @@ async fn auth(name: &str, user: &str, password: &str) -> (outcall_telephony::Cal
     req.after_prompt = AfterPrompt::Stay;
     req.max_duration = Duration::from_millis(300);
     let rep = place(&ua, req).await;
-    let ok = sipp.wait_success();
+    let ok = sipp.wait_success().await;
     assert_eq!(ua.dialog_count(), 0);
     (rep, ok)
 }
@@ -451,16 +449,16 @@ async fn rfc4733_digits_from_sipp_pcaps_are_collected_in_order() {
 /// Hostile carriers: garbage, a 180 without To/Call-ID, a huge header. The node must not
 /// crash, must ignore what it cannot parse, and must still classify the real final response.
 async fn hostile_then_busy(name: &str, transport: SipTransport) {
-    let sipp = Sipp::start(name, transport, &[]);
+    let sipp = Sipp::start(name, transport, &[]).await;
     let ua = ua().await;
     let rep = place(&ua, request(sipp.trunk(transport), "13800138000")).await;
-    let _ = sipp.wait_success();
+    let _ = sipp.wait_success().await;
     assert_eq!(rep.cdr.outcome, Outcome::Busy, "{name}");
     assert_eq!(rep.cdr.sip_status, Some(486), "{name}");
     // The same user agent still places calls afterwards.
-    let sipp2 = Sipp::start("uas_busy.xml", transport, &[]);
+    let sipp2 = Sipp::start("uas_busy.xml", transport, &[]).await;
     let rep2 = place(&ua, request(sipp2.trunk(transport), "13800138000")).await;
-    assert!(sipp2.wait_success());
+    assert!(sipp2.wait_success().await);
     assert_eq!(rep2.cdr.outcome, Outcome::Busy);
     assert_eq!(ua.dialog_count(), 0);
 }

@@ -87,9 +87,28 @@ pub async fn run(a: CallArgs) -> Result<ExitCode> {
     let report = ua.place_call(req, Some(tx)).await;
     ctrl_c.abort();
     let _ = printer.await;
+    #[derive(serde::Serialize)]
+    struct CdrLine<'a> {
+        r#type: &'static str,
+        cdr: &'a outcall_domain::Cdr,
+    }
     println!(
         "{}",
-        serde_json::json!({ "type": "cdr", "cdr": report.cdr })
+        serde_json::to_string(&CdrLine {
+            r#type: "cdr",
+            cdr: &report.cdr
+        })?
+    );
+    let c = &report.cdr;
+    let opt = |v: Option<u16>| v.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+    eprintln!(
+        "outcome={} state={} sip={} q850={} billsec={} dtmf={:?}",
+        c.outcome,
+        c.final_state,
+        opt(c.sip_status),
+        opt(c.q850_cause),
+        c.billsec,
+        c.dtmf
     );
     ua.shutdown();
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,231 @@
+//! The `outcall` binary as an operator uses it: one call against a SIPp carrier, a small bench,
+//! and clear errors for bad input.
+#![allow(clippy::disallowed_methods)] // plain threads here: no tokio runtime to block
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_outcall")
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/sipp")
+        .join(name)
+}
+
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn sipp(name: &str, calls: u32, dir: &Path) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(scenario(name))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp is installed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+#[test]
+fn call_prints_transitions_and_a_classified_cdr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut carrier, port) = sipp("uas_404_cause1.xml", 1, dir.path());
+    let out = Command::new(bin())
+        .args([
+            "call",
+            "--trunk",
+            &format!("127.0.0.1:{port}"),
+            "--to",
+            "13700137000",
+        ])
+        .args(["--caller-id", "02150000009", "--header", "X-Campaign: demo"])
+        .output()
+        .unwrap();
+    assert!(
+        carrier.wait().unwrap().success(),
+        "sipp saw the whole dialog"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["type"], "transition");
+    assert_eq!(lines[0]["to"], "dialing");
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "cdr");
+    let cdr = &last["cdr"];
+    assert_eq!(cdr["outcome"], "empty_number");
+    assert_eq!(cdr["sip_status"], 404);
+    assert_eq!(cdr["q850_cause"], 1);
+    assert_eq!(cdr["caller_id"], "02150000009");
+    assert_eq!(cdr["callee"], "137****7000");
+    // The number never appears in clear, on stdout or in the logs.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("13700137000") && !stderr.contains("13700137000"));
+    assert!(stderr.contains("outcome=empty_number"), "{stderr}");
+}
+
+#[test]
+fn info_logs_keep_numbers_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut carrier, port) = sipp("uas_busy.xml", 1, dir.path());
+    let out = Command::new(bin())
+        .args([
+            "--log-filter",
+            "debug",
+            "call",
+            "--trunk",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--to", "13900139000"])
+        .output()
+        .unwrap();
+    assert!(carrier.wait().unwrap().success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("139****9000"),
+        "the masked number is logged"
+    );
+    assert!(
+        !stderr.contains("13900139000"),
+        "the clear number is not: {stderr}"
+    );
+}
+
+#[test]
+fn bench_prints_a_table_with_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut carrier, port) = sipp("uas_bench.xml", 50, dir.path());
+    let out = Command::new(bin())
+        .args(["bench", "sip", "--trunk", &format!("127.0.0.1:{port}")])
+        .args(["--calls", "50", "--cps", "100"])
+        .output()
+        .unwrap();
+    assert!(carrier.wait().unwrap().success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("| outcall | 50 | 50 | 0 |"), "{stdout}");
+    assert!(stdout.contains("answered_human=50"), "{stdout}");
+    assert!(
+        stdout.contains("| dialogs left after run | 0 |"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["call", "--to", "1"], "no trunk"),
+        (
+            &["call", "--trunk", "127.0.0.1:notaport", "--to", "1"],
+            "bad trunk port",
+        ),
+        (
+            &[
+                "call",
+                "--trunk",
+                "127.0.0.1",
+                "--to",
+                "1",
+                "--dtmf",
+                "1=dance",
+            ],
+            "confirm, repeat, hangup",
+        ),
+        (
+            &[
+                "call",
+                "--trunk",
+                "127.0.0.1",
+                "--to",
+                "1",
+                "--prompt",
+                "/nonexistent.wav",
+            ],
+            "cannot load",
+        ),
+        (
+            &[
+                "call",
+                "--trunk",
+                "127.0.0.1",
+                "--to",
+                "1",
+                "--header",
+                "nocolon",
+            ],
+            "is not `Name: value`",
+        ),
+        (
+            &[
+                "call",
+                "--trunk",
+                "127.0.0.1",
+                "--to",
+                "1",
+                "--ring-timeout=-1",
+            ],
+            "between 0 and 86400",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(bin()).args(*args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[trunk]\nname='t'\nhost='h'\nbogus=1\n").unwrap();
+    let out = Command::new(bin())
+        .args(["call", "--config", cfg.to_str().unwrap(), "--to", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("unknown field `bogus`"), "{stderr}");
+}
