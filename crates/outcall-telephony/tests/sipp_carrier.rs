@@ -490,3 +490,101 @@ async fn unusable_sdp_in_the_answer_fails_the_call_and_hangs_up() {
     assert_eq!(rep.cdr.final_state, CallState::Failed);
     assert_eq!(rep.cdr.sip_status, Some(200));
 }
+
+#[tokio::test]
+async fn invite_carries_caller_id_pai_custom_headers_through_the_outbound_proxy() {
+    let sipp = Sipp::start("uas_check_headers.xml", SipTransport::Udp, &[]).await;
+    let ua = ua().await;
+    let mut trunk = TrunkConfig::new("carrier", "carrier.test", 5060, SipTransport::Udp);
+    trunk.outbound_proxy = Some(format!("127.0.0.1:{}", sipp.port));
+    trunk.caller_ids = vec!["02150000007".into()];
+    trunk.p_asserted_identity = true;
+    trunk.headers = vec![("X-Campaign".into(), "demo".into())];
+    let rep = place(&ua, request(trunk, "13800138000")).await;
+    assert!(
+        sipp.wait_success().await,
+        "sipp found every expected header"
+    );
+    assert_eq!(rep.cdr.outcome, Outcome::Busy);
+    assert_eq!(rep.cdr.caller_id, "02150000007");
+}
+
+/// A prompt of silence and DTMF tones (8 kHz).
+fn dtmf_prompt(parts: &[(Option<char>, u32)]) -> Prompt {
+    let mut s = Vec::new();
+    for (digit, ms) in parts {
+        match digit {
+            Some(d) => s.extend(outcall_media::dtmf::generate_dtmf(*d, *ms, 8000)),
+            None => s.extend(std::iter::repeat_n(0i16, (*ms * 8) as usize)),
+        }
+    }
+    Prompt {
+        name: "dtmf".into(),
+        samples: Arc::new(s),
+    }
+}
+
+#[tokio::test]
+async fn in_band_dtmf_in_the_received_audio_is_detected() {
+    // SIPp echoes our RTP: the tones we send come back in-band, in G.711.
+    let prompt = dtmf_prompt(&[
+        (None, 300),
+        (Some('5'), 120),
+        (None, 200),
+        (Some('9'), 120),
+        (None, 400),
+    ]);
+    let rep = answered(
+        "uas_answer_echo.xml",
+        SipTransport::Udp,
+        &["-rtp_echo"],
+        move |r| {
+            r.prompt = Some(prompt);
+        },
+    )
+    .await;
+    assert_eq!(rep.cdr.dtmf, "59");
+    assert_eq!(rep.cdr.hangup_by, Some(HangupParty::Local));
+}
+
+#[tokio::test]
+async fn dtmf_repeat_rule_replays_the_prompt_and_confirm_hangs_up() {
+    let prompt = dtmf_prompt(&[(None, 200), (Some('2'), 120), (None, 600)]);
+    let frames = prompt.samples.len() as u64 / 160;
+    let rep = answered(
+        "uas_answer_echo.xml",
+        SipTransport::Udp,
+        &["-rtp_echo"],
+        move |r| {
+            r.prompt = Some(prompt);
+            r.dtmf = outcall_domain::dtmf::DtmfRules::parse("2=repeat").unwrap();
+        },
+    )
+    .await;
+    // Heard once, then repeated three times (the default limit), then played to its end.
+    assert_eq!(rep.cdr.dtmf, "2222");
+    assert!(
+        rep.cdr.rtp_packets_sent > frames,
+        "{} > {frames}",
+        rep.cdr.rtp_packets_sent
+    );
+
+    let prompt = dtmf_prompt(&[(None, 200), (Some('1'), 120), (None, 3000)]);
+    let frames = prompt.samples.len() as u64 / 160;
+    let rep = answered(
+        "uas_answer_echo.xml",
+        SipTransport::Udp,
+        &["-rtp_echo"],
+        move |r| {
+            r.prompt = Some(prompt);
+            r.dtmf = outcall_domain::dtmf::DtmfRules::parse("1=confirm,2=repeat").unwrap();
+        },
+    )
+    .await;
+    assert_eq!(rep.cdr.dtmf, "1");
+    assert!(
+        rep.cdr.rtp_packets_sent < frames / 2,
+        "confirm cut the prompt short"
+    );
+    assert_eq!(rep.cdr.hangup_by, Some(HangupParty::Local));
+}
