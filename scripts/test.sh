@@ -13,10 +13,10 @@ cargo fmt --all -- --check
 log "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "tests (unit and SIPp integration)"
-cargo nextest run --workspace --locked --no-fail-fast
-
 if [ "${OUTCALL_SKIP_FUZZ:-0}" != "1" ]; then
   log "fuzz: parse_untrusted for ${OUTCALL_FUZZ_SECONDS:-45} s"
   bash scripts/fuzz.sh "${OUTCALL_FUZZ_SECONDS:-45}"
 fi
+
+log "tests (unit and SIPp integration)"
+cargo nextest run --workspace --locked --no-fail-fast
