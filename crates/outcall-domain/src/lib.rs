@@ -11,12 +11,15 @@
 //! the Unix epoch, so the state machine and the classifier are tested exhaustively and fuzzed.
 
 pub mod call;
+pub mod campaign;
+pub mod number;
 pub mod cdr;
 pub mod classify;
 pub mod dtmf;
 pub mod mask;
 pub mod outcome;
 pub mod reason;
+pub mod window;
 
 pub use call::{Call, CallEvent, CallState, HangupParty, TransitionError};
 pub use cdr::Cdr;
