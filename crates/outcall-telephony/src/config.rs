@@ -68,6 +68,47 @@ pub struct TrunkConfig {
     /// Prefix added to the dialed number (some carriers want `0` or `+`).
     #[serde(default)]
     pub dial_prefix: String,
+    /// How numbers are written in the Request-URI.
+    #[serde(default)]
+    pub number_format: NumberFormat,
+    /// Calls in progress this trunk accepts (campaign pacing also applies).
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// Calls per second this trunk accepts.
+    #[serde(default)]
+    pub max_cps: Option<f64>,
+}
+
+/// How an E.164 number is written to the trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NumberFormat {
+    /// `+8613812345678`
+    #[default]
+    E164,
+    /// `8613812345678`
+    Digits,
+    /// `13812345678` for +86 numbers (mobiles as is, landlines with a leading 0); other
+    /// countries as digits.
+    National,
+}
+
+impl NumberFormat {
+    /// Writes an E.164 number (`+…`) in this format; other input is returned as it is.
+    pub fn format(&self, e164: &str) -> String {
+        let Some(digits) = e164.strip_prefix('+') else {
+            return e164.to_string();
+        };
+        match self {
+            NumberFormat::E164 => e164.to_string(),
+            NumberFormat::Digits => digits.to_string(),
+            NumberFormat::National => match digits.strip_prefix("86") {
+                Some(n) if n.starts_with('1') && n.len() == 11 => n.to_string(),
+                Some(n) => format!("0{n}"),
+                None => digits.to_string(),
+            },
+        }
+    }
 }
 
 fn default_sip_port() -> u16 {
@@ -92,6 +133,9 @@ impl TrunkConfig {
             p_asserted_identity: false,
             headers: Vec::new(),
             dial_prefix: String::new(),
+            number_format: NumberFormat::E164,
+            max_concurrent: None,
+            max_cps: None,
         }
     }
 
@@ -212,6 +256,28 @@ impl UaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(
+            NumberFormat::E164.format("+8613812345678"),
+            "+8613812345678"
+        );
+        assert_eq!(
+            NumberFormat::Digits.format("+8613812345678"),
+            "8613812345678"
+        );
+        assert_eq!(
+            NumberFormat::National.format("+8613812345678"),
+            "13812345678"
+        );
+        assert_eq!(
+            NumberFormat::National.format("+8675512345678"),
+            "075512345678"
+        );
+        assert_eq!(NumberFormat::National.format("+12125550100"), "12125550100");
+        assert_eq!(NumberFormat::National.format("10086"), "10086");
+    }
 
     #[test]
     fn caller_ids_rotate() {

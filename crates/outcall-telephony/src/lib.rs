@@ -16,7 +16,7 @@ pub mod media;
 mod metrics_names;
 pub mod ua;
 
-pub use config::{CallerIdPool, SipTransport, TrunkConfig, UaConfig};
+pub use config::{CallerIdPool, NumberFormat, SipTransport, TrunkConfig, UaConfig};
 pub use engine::{CallEngine, CallReport, CallRequest, CallUpdate, Prompt};
 pub use ua::SipUserAgent;
 

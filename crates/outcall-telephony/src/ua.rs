@@ -341,7 +341,11 @@ fn build_invite(
     call_id: &str,
     offer: Option<String>,
 ) -> Result<InviteOption, String> {
-    let to_user = format!("{}{}", trunk.dial_prefix, req.to);
+    let to_user = format!(
+        "{}{}",
+        trunk.dial_prefix,
+        trunk.number_format.format(&req.to)
+    );
     let callee = target_uri(&to_user, &trunk.host, trunk.port, trunk.transport);
     let callee = rsipstack::sip::Uri::try_from(callee.as_str())
         .map_err(|e| format!("bad callee uri: {e}"))?;

@@ -1,0 +1,851 @@
+//! The scheduler task and its handle.
+
+use crate::clock::Clock;
+use crate::pacer::Pacer;
+use jiff::Timestamp;
+use outcall_domain::campaign::{
+    AfterPrompt, Campaign, CampaignId, CampaignStatus, ContactId, RetryDecision,
+};
+use outcall_domain::window::WindowSchedule;
+use outcall_domain::Outcome;
+use outcall_pool::NumberVault;
+use outcall_store::{ContactNext, ContactRecord, Store, StoreError};
+use outcall_telephony::engine::AfterPrompt as EngineAfterPrompt;
+use outcall_telephony::{CallEngine, CallRequest, CallerIdPool, Prompt, TrunkConfig};
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+use tracing::{debug, info, warn};
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Node name written on attempts.
+    pub node: String,
+    /// Calls in progress on this node, all campaigns together.
+    pub max_concurrent: u32,
+    /// How often due contacts are loaded from the store.
+    pub refill_interval: Duration,
+    /// Contacts due within this horizon are loaded into the timing wheel.
+    pub lookahead: Duration,
+    /// Where recordings go (`<dir>/<campaign>/<attempt>.wav`) for campaigns that record.
+    pub recordings_dir: Option<PathBuf>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            node: "local".into(),
+            max_concurrent: 1000,
+            refill_interval: Duration::from_millis(200),
+            lookahead: Duration::from_secs(2),
+            recordings_dir: None,
+        }
+    }
+}
+
+/// What the scheduler works with.
+#[derive(Clone)]
+pub struct SchedulerDeps {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<dyn CallEngine>,
+    pub vault: Arc<NumberVault>,
+    pub clock: Clock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the scheduler has stopped")]
+    Stopped,
+}
+
+/// Live figures of a campaign, for stats.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CampaignLive {
+    /// Calls in progress.
+    pub active: u32,
+    /// Attempts dispatched since the scheduler started.
+    pub dispatched: u64,
+    /// Dispatches per second over the last 10 seconds.
+    pub cps: f64,
+    /// Tasks deferred because their calling window was closed.
+    pub deferred_window: u64,
+    /// Tasks deferred by a frequency cap.
+    pub deferred_cap: u64,
+    #[serde(skip)]
+    recent: VecDeque<Instant>,
+}
+
+type LiveMap = Arc<Mutex<HashMap<CampaignId, CampaignLive>>>;
+
+enum Msg {
+    /// A campaign changed (status, spec, contacts): re-read it and load its due contacts.
+    Reload(CampaignId),
+    /// Trunks changed.
+    ReloadTrunks,
+    Finished {
+        campaign: CampaignId,
+        trunk: String,
+    },
+    Shutdown {
+        deadline: Duration,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Talks to the running scheduler.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+    live: LiveMap,
+}
+
+impl SchedulerHandle {
+    /// Tells the scheduler that a campaign changed.
+    pub fn reload(&self, campaign: CampaignId) {
+        let _ = self.tx.send(Msg::Reload(campaign));
+    }
+
+    /// Tells the scheduler that trunks changed.
+    pub fn reload_trunks(&self) {
+        let _ = self.tx.send(Msg::ReloadTrunks);
+    }
+
+    /// Live figures of a campaign.
+    pub fn live(&self, campaign: CampaignId) -> CampaignLive {
+        let mut map = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let l = map.entry(campaign).or_default();
+        trim_recent(&mut l.recent);
+        l.cps = l.recent.len() as f64 / 10.0;
+        l.clone()
+    }
+
+    /// Stops dispatching, lets calls in flight finish for up to `deadline`, then cancels the
+    /// rest and waits for their records.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown { deadline, done }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn trim_recent(q: &mut VecDeque<Instant>) {
+    let now = Instant::now();
+    while q
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) > Duration::from_secs(10))
+    {
+        q.pop_front();
+    }
+}
+
+/// A contact waiting to be dialed.
+#[derive(Debug, Clone)]
+struct Task {
+    campaign_priority: i32,
+    contact: Arc<ContactRecord>,
+}
+
+impl Task {
+    fn key(
+        &self,
+    ) -> (
+        i32,
+        i32,
+        std::cmp::Reverse<Timestamp>,
+        std::cmp::Reverse<ContactId>,
+    ) {
+        (
+            self.campaign_priority,
+            self.contact.priority,
+            std::cmp::Reverse(self.contact.due_at),
+            std::cmp::Reverse(self.contact.id),
+        )
+    }
+}
+
+impl PartialEq for Task {
+    fn eq(&self, o: &Self) -> bool {
+        self.key() == o.key()
+    }
+}
+impl Eq for Task {}
+impl PartialOrd for Task {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Task {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.key().cmp(&o.key())
+    }
+}
+
+struct CampaignRt {
+    campaign: Campaign,
+    windows: Option<WindowSchedule>,
+    pacer: Pacer,
+    prompt: Option<Prompt>,
+    callers: CallerIdPool,
+    cancel: CancellationToken,
+    loaded: usize,
+}
+
+struct TrunkRt {
+    config: Arc<TrunkConfig>,
+    pacer: Pacer,
+}
+
+struct Scheduler {
+    deps: SchedulerDeps,
+    cfg: SchedulerConfig,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    tx: mpsc::UnboundedSender<Msg>,
+    live: LiveMap,
+    campaigns: HashMap<CampaignId, CampaignRt>,
+    trunks: HashMap<String, TrunkRt>,
+    global: Pacer,
+    wheel: DelayQueue<Task>,
+    ready: BinaryHeap<Task>,
+    loaded: HashSet<ContactId>,
+    wake: Option<Instant>,
+    draining: bool,
+}
+
+/// Reconciles attempts left open by a previous run, then starts the scheduler task.
+pub async fn start(
+    deps: SchedulerDeps,
+    cfg: SchedulerConfig,
+) -> Result<SchedulerHandle, SchedulerError> {
+    reconcile(&deps).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let live: LiveMap = Arc::default();
+    let mut s = Scheduler {
+        global: Pacer::new(cfg.max_concurrent, None),
+        deps,
+        cfg,
+        rx,
+        tx: tx.clone(),
+        live: live.clone(),
+        campaigns: HashMap::new(),
+        trunks: HashMap::new(),
+        wheel: DelayQueue::new(),
+        ready: BinaryHeap::new(),
+        loaded: HashSet::new(),
+        wake: None,
+        draining: false,
+    };
+    s.reload_trunks().await;
+    for c in s.deps.store.list_campaigns().await? {
+        if !c.status.is_final() {
+            s.install(c);
+        }
+    }
+    tokio::spawn(s.run());
+    Ok(SchedulerHandle { tx, live })
+}
+
+/// Attempts still open belong to calls that died with the previous process: close them as
+/// `failed` (cause `node_restart`) and reschedule by the campaign's policy.
+async fn reconcile(deps: &SchedulerDeps) -> Result<(), SchedulerError> {
+    let open = deps.store.open_attempts().await?;
+    if open.is_empty() {
+        return Ok(());
+    }
+    info!(
+        count = open.len(),
+        "closing attempts left open by a restart"
+    );
+    let now = deps.clock.now();
+    for a in open {
+        let campaign = deps.store.get_campaign(a.campaign_id).await?;
+        let counts = deps.store.outcome_counts(a.contact_id).await?;
+        let same = counts.get(&Outcome::Failed).copied().unwrap_or(0) + 1;
+        let next = match campaign.spec.retry.decide(Outcome::Failed, same, a.seq) {
+            RetryDecision::RetryAfter(s) => ContactNext::Retry {
+                due_at: add_secs(now, s),
+            },
+            RetryDecision::Final => ContactNext::Done {
+                outcome: Outcome::Failed,
+            },
+        };
+        deps.store
+            .finish_attempt(
+                a.attempt_id,
+                Outcome::Failed,
+                Some("node_restart"),
+                None,
+                next,
+                now,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn add_secs(t: Timestamp, s: u64) -> Timestamp {
+    t.checked_add(jiff::SignedDuration::from_secs(
+        s.min(i64::MAX as u64) as i64
+    ))
+    .unwrap_or(t)
+}
+
+impl Scheduler {
+    fn install(&mut self, c: Campaign) {
+        let windows = c.spec.windows.as_ref().and_then(|w| match w.compile() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(campaign = c.id, error = %e, "calling windows do not compile");
+                None
+            }
+        });
+        let prompt = c
+            .spec
+            .prompt
+            .as_ref()
+            .and_then(|p| match Prompt::load(p.as_ref()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(campaign = c.id, prompt = %p, error = %e, "prompt cannot be loaded");
+                    None
+                }
+            });
+        let id = c.id;
+        let pacer = Pacer::new(c.spec.max_concurrent, Some(c.spec.max_cps));
+        let callers = CallerIdPool::new(c.spec.caller_ids.clone());
+        match self.campaigns.get_mut(&id) {
+            Some(rt) => {
+                if c.status == CampaignStatus::Canceled {
+                    rt.cancel.cancel();
+                }
+                rt.pacer.max_concurrent = c.spec.max_concurrent;
+                if let Some(b) = &mut rt.pacer.bucket {
+                    b.set_rate(c.spec.max_cps);
+                }
+                rt.windows = windows;
+                rt.prompt = prompt;
+                rt.callers = callers;
+                rt.campaign = c;
+            }
+            None => {
+                self.campaigns.insert(
+                    id,
+                    CampaignRt {
+                        campaign: c,
+                        windows,
+                        pacer,
+                        prompt,
+                        callers,
+                        cancel: CancellationToken::new(),
+                        loaded: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    async fn reload_trunks(&mut self) {
+        match self.deps.store.list_trunks().await {
+            Ok(list) => {
+                for t in list {
+                    match serde_json::from_value::<TrunkConfig>(t.config) {
+                        Ok(cfg) => {
+                            let max = cfg.max_concurrent.unwrap_or(u32::MAX);
+                            match self.trunks.get_mut(&t.name) {
+                                Some(rt) => {
+                                    rt.pacer.max_concurrent = max;
+                                    rt.config = Arc::new(cfg);
+                                }
+                                None => {
+                                    let pacer = Pacer::new(max, cfg.max_cps);
+                                    self.trunks.insert(
+                                        t.name,
+                                        TrunkRt {
+                                            config: Arc::new(cfg),
+                                            pacer,
+                                        },
+                                    );
+                                }
+                            }
+                        }
+                        Err(e) => warn!(trunk = %t.name, error = %e, "trunk config is invalid"),
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot load trunks"),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut refill = tokio::time::interval(self.cfg.refill_interval);
+        refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown: Option<(Instant, oneshot::Sender<()>)> = None;
+        let mut cancelled_all = false;
+        loop {
+            let wake = self.wake;
+            let deadline = shutdown.as_ref().map(|s| s.0);
+            tokio::select! {
+                biased;
+                msg = self.rx.recv() => match msg {
+                    Some(Msg::Finished { campaign, trunk }) => self.on_finished(campaign, &trunk),
+                    Some(Msg::Reload(id)) => self.reload(id).await,
+                    Some(Msg::ReloadTrunks) => self.reload_trunks().await,
+                    Some(Msg::Shutdown { deadline, done }) => {
+                        info!(active = self.global.active, "draining: no new calls");
+                        self.draining = true;
+                        shutdown = Some((Instant::now() + deadline, done));
+                    }
+                    None => return,
+                },
+                Some(exp) = std::future::poll_fn(|cx| self.wheel.poll_expired(cx)), if !self.wheel.is_empty() && !self.draining => {
+                    self.ready.push(exp.into_inner());
+                }
+                _ = refill.tick(), if !self.draining => self.refill().await,
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                    self.wake = None;
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !cancelled_all => {
+                    warn!(active = self.global.active, "shutdown deadline: cancelling calls in flight");
+                    for rt in self.campaigns.values() {
+                        rt.cancel.cancel();
+                    }
+                    cancelled_all = true;
+                }
+            }
+            if self.draining {
+                if self.global.active == 0 {
+                    if let Some((_, done)) = shutdown.take() {
+                        info!("scheduler stopped");
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                continue;
+            }
+            self.dispatch().await;
+        }
+    }
+
+    fn on_finished(&mut self, campaign: CampaignId, trunk: &str) {
+        self.global.finish();
+        if let Some(rt) = self.campaigns.get_mut(&campaign) {
+            rt.pacer.finish();
+        }
+        if let Some(t) = self.trunks.get_mut(trunk) {
+            t.pacer.finish();
+        }
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let l = live.entry(campaign).or_default();
+        l.active = l.active.saturating_sub(1);
+    }
+
+    async fn reload(&mut self, id: CampaignId) {
+        match self.deps.store.get_campaign(id).await {
+            Ok(c) => {
+                self.install(c);
+                self.refill_campaign(id).await;
+            }
+            Err(e) => warn!(campaign = id, error = %e, "cannot reload campaign"),
+        }
+    }
+
+    async fn refill(&mut self) {
+        let ids: Vec<CampaignId> = self
+            .campaigns
+            .iter()
+            .filter(|(_, rt)| rt.campaign.status == CampaignStatus::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.refill_campaign(id).await;
+        }
+    }
+
+    /// Loads a running campaign's contacts due within the lookahead; completes the campaign
+    /// when nothing is left.
+    async fn refill_campaign(&mut self, id: CampaignId) {
+        let now = self.deps.clock.now();
+        let Some(rt) = self.campaigns.get(&id) else {
+            return;
+        };
+        if rt.campaign.status != CampaignStatus::Running {
+            return;
+        }
+        if rt.campaign.spec.start_at.is_some_and(|s| now < s) {
+            return;
+        }
+        if rt.campaign.spec.end_at.is_some_and(|e| now >= e) {
+            info!(campaign = id, "end time reached");
+            self.complete(id).await;
+            return;
+        }
+        // Keep the queue short: enough for a few seconds at the campaign's pace.
+        let cap = (rt.campaign.spec.max_concurrent as usize * 4)
+            .max((rt.campaign.spec.max_cps * 4.0) as usize)
+            .max(64);
+        if rt.loaded >= cap {
+            return;
+        }
+        let want = (cap - rt.loaded) as u32;
+        let campaign_priority = rt.campaign.spec.priority;
+        let horizon = now
+            .checked_add(jiff::SignedDuration::try_from(self.cfg.lookahead).unwrap_or_default())
+            .unwrap_or(now);
+        let list = match self.deps.store.due_contacts(id, horizon, want + 64).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(campaign = id, error = %e, "cannot load due contacts");
+                return;
+            }
+        };
+        let mut added = 0;
+        for c in list {
+            if added >= want as usize {
+                break;
+            }
+            if !self.loaded.insert(c.id) {
+                continue;
+            }
+            added += 1;
+            let due = c.due_at;
+            let task = Task {
+                campaign_priority,
+                contact: Arc::new(c),
+            };
+            if due <= now {
+                self.ready.push(task);
+            } else {
+                self.wheel.insert_at(task, self.deps.clock.instant_at(due));
+            }
+        }
+        if let Some(rt) = self.campaigns.get_mut(&id) {
+            rt.loaded += added;
+        }
+        let (active, loaded) = match self.campaigns.get(&id) {
+            Some(rt) => (rt.pacer.active, rt.loaded),
+            None => return,
+        };
+        if active == 0 && loaded == 0 {
+            match self.deps.store.unfinished_contacts(id).await {
+                Ok(0) => self.complete(id).await,
+                Ok(_) => {}
+                Err(e) => warn!(campaign = id, error = %e, "cannot count contacts"),
+            }
+        }
+    }
+
+    async fn complete(&mut self, id: CampaignId) {
+        let now = self.deps.clock.now();
+        let Some(rt) = self.campaigns.get(&id) else {
+            return;
+        };
+        let from = rt.campaign.status;
+        match self
+            .deps
+            .store
+            .set_campaign_status(id, from, CampaignStatus::Completed, now)
+            .await
+        {
+            Ok(c) => {
+                info!(campaign = id, "campaign completed");
+                self.install(c);
+            }
+            Err(e) => debug!(campaign = id, error = %e, "campaign not completed"),
+        }
+    }
+
+    fn unload(&mut self, t: &Task) {
+        self.loaded.remove(&t.contact.id);
+        if let Some(rt) = self.campaigns.get_mut(&t.contact.campaign_id) {
+            rt.loaded = rt.loaded.saturating_sub(1);
+        }
+    }
+
+    fn defer(&mut self, mut t: Task, until: Timestamp) {
+        let mut c = (*t.contact).clone();
+        c.due_at = until;
+        t.contact = Arc::new(c);
+        self.wheel.insert_at(t, self.deps.clock.instant_at(until));
+    }
+
+    async fn dispatch(&mut self) {
+        let mut skipped: Vec<Task> = Vec::new();
+        let mut blocked: HashSet<CampaignId> = HashSet::new();
+        let mut wake: Option<Instant> = None;
+        let mut soonest = |d: Duration| {
+            let at = Instant::now() + d;
+            wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+        };
+        while let Some(t) = self.ready.pop() {
+            let cid = t.contact.campaign_id;
+            if blocked.contains(&cid) {
+                skipped.push(t);
+                continue;
+            }
+            let Some(rt) = self.campaigns.get_mut(&cid) else {
+                self.unload(&t);
+                continue;
+            };
+            if rt.campaign.status != CampaignStatus::Running {
+                self.unload(&t);
+                continue;
+            }
+            let now = self.deps.clock.now();
+            let now_i = Instant::now();
+            if let Some(w) = &rt.windows {
+                let tz = w.zone_for(t.contact.time_zone.as_deref());
+                if !w.is_open(now, &tz) {
+                    let next = w.next_opening(now, &tz);
+                    self.bump(cid, |l| l.deferred_window += 1);
+                    metrics::counter!("outcall_tasks_deferred_total", "reason" => "window")
+                        .increment(1);
+                    match next {
+                        Some(next) => {
+                            if let Err(e) = self.deps.store.defer_contact(t.contact.id, next).await
+                            {
+                                warn!(error = %e, "cannot defer contact");
+                            }
+                            debug!(contact = t.contact.id, %next, "outside calling window");
+                            self.defer(t, next);
+                        }
+                        None => self.unload(&t),
+                    }
+                    continue;
+                }
+            }
+            if self.global.check(now_i).is_err() {
+                skipped.push(t);
+                break;
+            }
+            match rt.pacer.check(now_i) {
+                Ok(()) => {}
+                Err(d) => {
+                    if let Some(d) = d {
+                        soonest(d);
+                    }
+                    blocked.insert(cid);
+                    skipped.push(t);
+                    continue;
+                }
+            }
+            let mut chosen = None;
+            for name in &rt.campaign.spec.trunks {
+                match self.trunks.get_mut(name) {
+                    Some(tr) => match tr.pacer.check(now_i) {
+                        Ok(()) => {
+                            chosen = Some(name.clone());
+                            break;
+                        }
+                        Err(Some(d)) => soonest(d),
+                        Err(None) => {}
+                    },
+                    None => {}
+                }
+            }
+            let Some(trunk_name) = chosen else {
+                if !rt
+                    .campaign
+                    .spec
+                    .trunks
+                    .iter()
+                    .any(|n| self.trunks.contains_key(n))
+                {
+                    warn!(campaign = cid, "none of the campaign's trunks exists");
+                }
+                blocked.insert(cid);
+                skipped.push(t);
+                continue;
+            };
+            // Frequency caps across campaigns.
+            let mut capped = None;
+            for cap in &rt.campaign.spec.frequency_caps {
+                let since = add_secs(now, 0)
+                    .checked_sub(jiff::SignedDuration::from_secs(cap.per_secs as i64))
+                    .unwrap_or(now);
+                match self
+                    .deps
+                    .store
+                    .attempts_to_number_since(&t.contact.number_hash, since)
+                    .await
+                {
+                    Ok(n) if n >= cap.max_calls => {
+                        let wait = (cap.per_secs / u64::from(cap.max_calls)).max(1);
+                        capped = Some(add_secs(now, wait));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "cannot count attempts to number"),
+                }
+            }
+            if let Some(until) = capped {
+                self.bump(cid, |l| l.deferred_cap += 1);
+                metrics::counter!("outcall_tasks_deferred_total", "reason" => "frequency_cap")
+                    .increment(1);
+                if let Err(e) = self.deps.store.defer_contact(t.contact.id, until).await {
+                    warn!(error = %e, "cannot defer contact");
+                }
+                self.defer(t, until);
+                continue;
+            }
+            let start = match self
+                .deps
+                .store
+                .begin_attempt(t.contact.id, &self.cfg.node, now)
+                .await
+            {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    self.unload(&t);
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot open attempt");
+                    skipped.push(t);
+                    soonest(Duration::from_millis(500));
+                    break;
+                }
+            };
+            self.unload(&t);
+            self.launch(t, trunk_name, start, now, now_i);
+        }
+        for t in skipped {
+            self.ready.push(t);
+        }
+        self.wake = wake;
+    }
+
+    fn bump(&self, id: CampaignId, f: impl FnOnce(&mut CampaignLive)) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        f(live.entry(id).or_default());
+    }
+
+    fn launch(
+        &mut self,
+        t: Task,
+        trunk_name: String,
+        start: outcall_store::AttemptStart,
+        now: Timestamp,
+        now_i: Instant,
+    ) {
+        let cid = t.contact.campaign_id;
+        let (Some(rt), Some(tr)) = (
+            self.campaigns.get_mut(&cid),
+            self.trunks.get_mut(&trunk_name),
+        ) else {
+            return;
+        };
+        rt.pacer.start(now_i);
+        tr.pacer.start(now_i);
+        self.global.start(now_i);
+        let latency = now.duration_since(t.contact.due_at).as_secs_f64().max(0.0);
+        metrics::histogram!("outcall_dispatch_latency_seconds").record(latency);
+        metrics::counter!("outcall_tasks_dispatched_total").increment(1);
+        {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            let l = live.entry(cid).or_default();
+            l.active += 1;
+            l.dispatched += 1;
+            l.recent.push_back(now_i);
+            trim_recent(&mut l.recent);
+        }
+        let spec = &rt.campaign.spec;
+        let contact = t.contact.clone();
+        let mut req = CallRequest::new(
+            start.attempt_id.to_string(),
+            String::new(),
+            tr.config.clone(),
+        );
+        req.trace_id = format!("c{cid}-a{}", start.attempt_id);
+        req.caller_id = rt.callers.next_id().map(str::to_string);
+        req.prompt = rt.prompt.clone();
+        req.after_prompt = match spec.after_prompt {
+            AfterPrompt::Hangup => EngineAfterPrompt::Hangup,
+            AfterPrompt::Stay => EngineAfterPrompt::Stay,
+        };
+        req.dtmf = spec.dtmf.clone();
+        req.ring_timeout = Duration::from_secs(spec.ring_timeout_secs);
+        req.max_duration = Duration::from_secs(spec.max_duration_secs);
+        req.queued_at_ms = Some(contact.due_at.as_millisecond().max(0) as u64);
+        req.cancel = rt.cancel.child_token();
+        if spec.record {
+            if let Some(dir) = &self.cfg.recordings_dir {
+                let d = dir.join(cid.to_string());
+                if std::fs::create_dir_all(&d).is_ok() {
+                    req.record_to = Some(d.join(format!("{}.wav", start.attempt_id)));
+                }
+            }
+        }
+        let retry = spec.retry.clone();
+        let deps = self.deps.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            run_attempt(deps, req, contact, start, retry).await;
+            let _ = tx.send(Msg::Finished {
+                campaign: cid,
+                trunk: trunk_name,
+            });
+        });
+    }
+}
+
+async fn run_attempt(
+    deps: SchedulerDeps,
+    mut req: CallRequest,
+    contact: Arc<ContactRecord>,
+    start: outcall_store::AttemptStart,
+    retry: outcall_domain::campaign::RetryPolicy,
+) {
+    let (outcome, cdr, cause) = match deps.vault.decrypt(&contact.number_enc) {
+        Ok(number) => {
+            req.to = number;
+            let report = deps.engine.place_call(req, None).await;
+            (report.cdr.outcome, Some(report.cdr), None)
+        }
+        Err(e) => {
+            warn!(contact = contact.id, error = %e, "number cannot be decrypted");
+            (Outcome::Failed, None, Some("number_unreadable"))
+        }
+    };
+    let now = deps.clock.now();
+    let counts = deps
+        .store
+        .outcome_counts(contact.id)
+        .await
+        .unwrap_or_default();
+    let same = counts.get(&outcome).copied().unwrap_or(0) + 1;
+    let next = match (cause, retry.decide(outcome, same, start.seq)) {
+        (None, RetryDecision::RetryAfter(s)) => ContactNext::Retry {
+            due_at: add_secs(now, s),
+        },
+        _ => ContactNext::Done { outcome },
+    };
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..8 {
+        match deps
+            .store
+            .finish_attempt(start.attempt_id, outcome, cause, cdr.as_ref(), next, now)
+            .await
+        {
+            Ok(()) => return,
+            Err(StoreError::Conflict(m)) => {
+                warn!(attempt = start.attempt_id, error = %m, "attempt already closed");
+                return;
+            }
+            Err(e) => {
+                warn!(attempt = start.attempt_id, error = %e, "cannot record attempt, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! Scheduler behaviour on a paused tokio clock.
+//!
+//! The store is the in-memory implementation of the same trait as SQLite; the call engine is a
+//! scripted stand-in that records when each call was dispatched and returns the outcome the
+//! test asked for (the SIP engine itself is tested against SIPp elsewhere). Time only moves
+//! when the runtime is idle, so hours of retries run in milliseconds and every timestamp is
+//! exact.
+
+use jiff::Timestamp;
+use outcall_domain::call::{Call, CallEvent, HangupParty};
+use outcall_domain::campaign::{CampaignSpec, CampaignStatus, ContactState, LifecycleAction};
+use outcall_domain::cdr::CdrContext;
+use outcall_domain::{Cdr, Classifier, Outcome};
+use outcall_pool::NumberVault;
+use outcall_scheduler::{start, Clock, SchedulerConfig, SchedulerDeps, SchedulerHandle};
+use outcall_store::memory::MemoryStore;
+use outcall_store::{NewContact, Store, TrunkRecord};
+use outcall_telephony::engine::{BoxFuture, CallReport, CallUpdate};
+use outcall_telephony::{CallEngine, CallRequest, SipTransport, TrunkConfig};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone)]
+struct Dialed {
+    at: Instant,
+    wall: Timestamp,
+    to: String,
+    trunk: String,
+}
+
+/// Answers every call after `hold` with the outcome scripted for its number (default: answered).
+struct Scripted {
+    clock: Clock,
+    hold: Duration,
+    outcomes: Mutex<HashMap<String, Vec<Outcome>>>,
+    dialed: Mutex<Vec<Dialed>>,
+    active: Mutex<(u32, u32)>,
+}
+
+impl Scripted {
+    fn new(clock: Clock, hold: Duration) -> Arc<Self> {
+        Arc::new(Scripted {
+            clock,
+            hold,
+            outcomes: Mutex::default(),
+            dialed: Mutex::default(),
+            active: Mutex::default(),
+        })
+    }
+    fn script(&self, number: &str, outcomes: &[Outcome]) {
+        self.outcomes
+            .lock()
+            .unwrap()
+            .insert(number.into(), outcomes.iter().rev().copied().collect());
+    }
+    fn dialed(&self) -> Vec<Dialed> {
+        self.dialed.lock().unwrap().clone()
+    }
+    fn max_active(&self) -> u32 {
+        self.active.lock().unwrap().1
+    }
+}
+
+fn cdr_for(outcome: Outcome, at: u64) -> Cdr {
+    let mut c = Call::new();
+    c.apply(CallEvent::Dial, at).unwrap();
+    if outcome.is_answered() {
+        c.apply(CallEvent::Answer { status: 200 }, at + 1000)
+            .unwrap();
+        c.apply(
+            CallEvent::Hangup {
+                by: HangupParty::Local,
+                q850: None,
+            },
+            at + 5000,
+        )
+        .unwrap();
+    } else {
+        c.apply(
+            CallEvent::Rejected {
+                status: 486,
+                q850: None,
+            },
+            at + 100,
+        )
+        .unwrap();
+    }
+    let mut cdr = Cdr::from_call(&c, &Classifier::default(), CdrContext::default());
+    cdr.outcome = outcome;
+    cdr
+}
+
+impl CallEngine for Scripted {
+    fn place_call(
+        &self,
+        req: CallRequest,
+        _updates: Option<UnboundedSender<CallUpdate>>,
+    ) -> BoxFuture<'_, CallReport> {
+        Box::pin(async move {
+            self.dialed.lock().unwrap().push(Dialed {
+                at: Instant::now(),
+                wall: self.clock.now(),
+                to: req.to.clone(),
+                trunk: req.trunk.name.clone(),
+            });
+            {
+                let mut a = self.active.lock().unwrap();
+                a.0 += 1;
+                a.1 = a.1.max(a.0);
+            }
+            let scripted = self
+                .outcomes
+                .lock()
+                .unwrap()
+                .get_mut(&req.to)
+                .and_then(|v| v.pop());
+            let outcome = tokio::select! {
+                _ = tokio::time::sleep(self.hold) => scripted.unwrap_or(Outcome::AnsweredHuman),
+                _ = req.cancel.cancelled() => Outcome::Canceled,
+            };
+            self.active.lock().unwrap().0 -= 1;
+            let cdr = cdr_for(outcome, self.clock.now().as_millisecond() as u64);
+            CallReport {
+                transitions: vec![],
+                cdr,
+            }
+        })
+    }
+}
+
+struct Env {
+    store: Arc<MemoryStore>,
+    vault: Arc<NumberVault>,
+    engine: Arc<Scripted>,
+    clock: Clock,
+    handle: Option<SchedulerHandle>,
+}
+
+const START: &str = "2026-11-23T02:00:00Z"; // Monday 10:00 in Shanghai
+
+impl Env {
+    async fn new(hold: Duration) -> Env {
+        Env::at(START, hold).await
+    }
+
+    async fn at(start: &str, hold: Duration) -> Env {
+        let clock = Clock::starting_at(start.parse().unwrap());
+        let store = Arc::new(MemoryStore::new());
+        let mut t = TrunkConfig::new("t1", "127.0.0.1", 5060, SipTransport::Udp);
+        t.max_concurrent = Some(1000);
+        store.upsert_trunk(&trunk_record(&t)).await.unwrap();
+        Env {
+            store,
+            vault: Arc::new(NumberVault::new(&[(1, [1; 32])], 1, [2; 32]).unwrap()),
+            engine: Scripted::new(clock, hold),
+            clock,
+            handle: None,
+        }
+    }
+
+    async fn start(&mut self, max_concurrent: u32) {
+        let deps = SchedulerDeps {
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+            vault: self.vault.clone(),
+            clock: self.clock,
+        };
+        let cfg = SchedulerConfig {
+            max_concurrent,
+            ..SchedulerConfig::default()
+        };
+        self.handle = Some(start(deps, cfg).await.unwrap());
+    }
+
+    fn handle(&self) -> &SchedulerHandle {
+        self.handle.as_ref().unwrap()
+    }
+
+    async fn campaign(&self, spec: serde_json::Value) -> i64 {
+        let mut base = serde_json::json!({ "name": "c", "trunks": ["t1"], "max_cps": 1000, "max_concurrent": 1000 });
+        base.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        let spec: CampaignSpec = serde_json::from_value(base).unwrap();
+        spec.validate().unwrap();
+        self.store
+            .create_campaign(&spec, self.clock.now())
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn add(&self, campaign: i64, numbers: &[(&str, i32, Option<&str>)]) {
+        let contacts: Vec<NewContact> = numbers
+            .iter()
+            .map(|(n, prio, tz)| NewContact {
+                number_hash: self.vault.blind_index(n),
+                number_enc: self.vault.encrypt(n),
+                masked: outcall_domain::mask_number(n),
+                time_zone: tz.map(str::to_string),
+                priority: *prio,
+                variables: serde_json::json!({}),
+            })
+            .collect();
+        self.store
+            .add_contacts(campaign, &contacts, self.clock.now())
+            .await
+            .unwrap();
+    }
+
+    async fn act(&self, campaign: i64, action: LifecycleAction) {
+        let c = self.store.get_campaign(campaign).await.unwrap();
+        let to = c.status.apply(action).unwrap();
+        self.store
+            .set_campaign_status(campaign, c.status, to, self.clock.now())
+            .await
+            .unwrap();
+        if let Some(h) = &self.handle {
+            h.reload(campaign);
+        }
+    }
+
+    async fn status(&self, campaign: i64) -> CampaignStatus {
+        self.store.get_campaign(campaign).await.unwrap().status
+    }
+
+    /// Lets the paused clock run until the campaign completes (or `limit` passes).
+    async fn run_until_done(&self, campaign: i64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.status(campaign).await != CampaignStatus::Completed {
+            assert!(
+                Instant::now() < deadline,
+                "campaign {campaign} did not complete in {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn trunk_record(t: &TrunkConfig) -> TrunkRecord {
+    TrunkRecord {
+        name: t.name.clone(),
+        config: serde_json::to_value(t).unwrap(),
+    }
+}
+
+fn n(i: u32) -> String {
+    format!("+86138{:08}", i)
+}
+
+#[tokio::test(start_paused = true)]
+async fn dials_by_campaign_priority_then_contact_priority_then_due_time() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    let low = env.campaign(serde_json::json!({ "priority": 1 })).await;
+    let high = env.campaign(serde_json::json!({ "priority": 9 })).await;
+    env.add(
+        low,
+        &[("+8613800000001", 0, None), ("+8613800000002", 5, None)],
+    )
+    .await;
+    env.add(
+        high,
+        &[
+            ("+8613800000003", 0, None),
+            ("+8613800000004", 7, None),
+            ("+8613800000005", 0, None),
+        ],
+    )
+    .await;
+    env.act(low, LifecycleAction::Start).await;
+    env.act(high, LifecycleAction::Start).await;
+    env.start(1).await; // one call at a time: the order is the queue's order
+    env.run_until_done(low, Duration::from_secs(60)).await;
+    let order: Vec<String> = env.engine.dialed().into_iter().map(|d| d.to).collect();
+    assert_eq!(
+        order,
+        [
+            "+8613800000004",
+            "+8613800000003",
+            "+8613800000005",
+            "+8613800000002",
+            "+8613800000001"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn busy_is_retried_after_its_delay_and_no_more_than_allowed() {
+    let mut env = Env::new(Duration::from_secs(2)).await;
+    let c = env
+        .campaign(serde_json::json!({
+            "retry": { "rules": { "busy": { "delay_secs": 600, "retries": 3 },
+                                  "no_answer": { "delay_secs": 7200, "retries": 1 } } }
+        }))
+        .await;
+    env.engine.script("+8613800000001", &[Outcome::Busy; 10]);
+    env.engine.script(
+        "+8613800000002",
+        &[Outcome::NoAnswer, Outcome::NoAnswer, Outcome::NoAnswer],
+    );
+    env.engine.script("+8613800000003", &[Outcome::EmptyNumber]);
+    env.add(
+        c,
+        &[
+            ("+8613800000001", 0, None),
+            ("+8613800000002", 0, None),
+            ("+8613800000003", 0, None),
+        ],
+    )
+    .await;
+    env.act(c, LifecycleAction::Start).await;
+    env.start(10).await;
+    env.run_until_done(c, Duration::from_secs(6 * 3600)).await;
+    let dialed = env.engine.dialed();
+    let times = |num: &str| -> Vec<Timestamp> {
+        dialed
+            .iter()
+            .filter(|d| d.to == num)
+            .map(|d| d.wall)
+            .collect()
+    };
+    let busy = times("+8613800000001");
+    assert_eq!(busy.len(), 4, "first call and three retries");
+    for w in busy.windows(2) {
+        let gap = w[1].duration_since(w[0]).as_secs_f64();
+        // 2 s of call, then the 600 s delay, then at most one refill interval.
+        assert!((602.0..603.0).contains(&gap), "busy retry gap {gap}");
+    }
+    let na = times("+8613800000002");
+    assert_eq!(na.len(), 2);
+    let gap = na[1].duration_since(na[0]).as_secs_f64();
+    assert!((7202.0..7203.0).contains(&gap), "no-answer retry gap {gap}");
+    assert_eq!(
+        times("+8613800000003").len(),
+        1,
+        "empty numbers are never retried"
+    );
+    let counts = env.store.campaign_counts(c).await.unwrap();
+    assert_eq!(counts.final_outcomes.get("busy"), Some(&1));
+    assert_eq!(counts.final_outcomes.get("no_answer"), Some(&1));
+    assert_eq!(counts.final_outcomes.get("empty_number"), Some(&1));
+    assert_eq!(counts.attempts, 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_attempts_caps_retries_across_outcomes() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    let c = env
+        .campaign(serde_json::json!({
+            "retry": { "max_attempts": 3, "rules": {
+                "busy": { "delay_secs": 60, "retries": 5 }, "no_answer": { "delay_secs": 60, "retries": 5 } } }
+        }))
+        .await;
+    env.engine.script(
+        "+8613800000001",
+        &[
+            Outcome::Busy,
+            Outcome::NoAnswer,
+            Outcome::Busy,
+            Outcome::Busy,
+        ],
+    );
+    env.add(c, &[("+8613800000001", 0, None)]).await;
+    env.act(c, LifecycleAction::Start).await;
+    env.start(10).await;
+    env.run_until_done(c, Duration::from_secs(3600)).await;
+    assert_eq!(env.engine.dialed().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_window_defers_to_the_next_opening_in_the_callee_zone_never_dials() {
+    // 22:00 in Shanghai, 14:00 in London, on Monday 2026-11-23.
+    let mut env = Env::at("2026-11-23T14:00:00Z", Duration::from_secs(1)).await;
+    let c = env
+        .campaign(serde_json::json!({
+            "windows": { "time_zone": "Asia/Shanghai", "weekly": { "daily": ["09:00-21:00"] } }
+        }))
+        .await;
+    env.add(
+        c,
+        &[
+            ("+8613800000001", 0, Some("Asia/Shanghai")),
+            ("+442079460000", 0, Some("Europe/London")),
+        ],
+    )
+    .await;
+    env.act(c, LifecycleAction::Start).await;
+    env.start(10).await;
+    env.run_until_done(c, Duration::from_secs(24 * 3600)).await;
+    let dialed = env.engine.dialed();
+    let london = dialed.iter().find(|d| d.to == "+442079460000").unwrap();
+    assert!(
+        london.wall < "2026-11-23T14:00:01Z".parse().unwrap(),
+        "London is open: dialed at once"
+    );
+    let shanghai = dialed.iter().find(|d| d.to == "+8613800000001").unwrap();
+    // Across midnight: next opening is Tuesday 09:00 Shanghai = 01:00 UTC.
+    let expected: Timestamp = "2026-11-24T01:00:00Z".parse().unwrap();
+    let late = shanghai.wall.duration_since(expected).as_secs_f64();
+    assert!(
+        (0.0..1.0).contains(&late),
+        "dialed at {} (expected {expected})",
+        shanghai.wall
+    );
+    assert_eq!(env.handle().live(c).deferred_window, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn frequency_cap_spans_campaigns() {
+    let mut env = Env::new(Duration::from_secs(5)).await;
+    let cap = serde_json::json!({ "frequency_caps": [{ "max_calls": 1, "per_secs": 3600 }] });
+    let a = env.campaign(cap.clone()).await;
+    let b = env.campaign(cap).await;
+    env.add(a, &[("+8613800000001", 0, None)]).await;
+    env.add(
+        b,
+        &[("+8613800000001", 0, None), ("+8613800000002", 0, None)],
+    )
+    .await;
+    env.act(a, LifecycleAction::Start).await;
+    env.act(b, LifecycleAction::Start).await;
+    env.start(10).await;
+    env.run_until_done(a, Duration::from_secs(60)).await;
+    env.run_until_done(b, Duration::from_secs(3 * 3600)).await;
+    let times: Vec<Timestamp> = env
+        .engine
+        .dialed()
+        .iter()
+        .filter(|d| d.to == "+8613800000001")
+        .map(|d| d.wall)
+        .collect();
+    assert_eq!(times.len(), 2);
+    let gap = times[1].duration_since(times[0]).as_secs_f64();
+    assert!(
+        gap >= 3600.0,
+        "second call to the same number only after the cap's hour: {gap}"
+    );
+    let other = env
+        .engine
+        .dialed()
+        .into_iter()
+        .find(|d| d.to == "+8613800000002")
+        .unwrap();
+    assert!(
+        other.wall.duration_since(times[0]).as_secs_f64() < 1.0,
+        "other numbers are not held"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cps_and_concurrency_are_never_exceeded() {
+    let mut env = Env::new(Duration::from_secs(2)).await;
+    let c = env
+        .campaign(serde_json::json!({ "max_cps": 10, "max_concurrent": 5 }))
+        .await;
+    let numbers: Vec<String> = (0..100).map(n).collect();
+    let list: Vec<(&str, i32, Option<&str>)> =
+        numbers.iter().map(|s| (s.as_str(), 0, None)).collect();
+    env.add(c, &list).await;
+    env.act(c, LifecycleAction::Start).await;
+    env.start(100).await;
+    env.run_until_done(c, Duration::from_secs(600)).await;
+    let d = env.engine.dialed();
+    assert_eq!(d.len(), 100);
+    assert!(
+        env.engine.max_active() <= 5,
+        "max concurrent {}",
+        env.engine.max_active()
+    );
+    assert_eq!(
+        env.engine.max_active(),
+        5,
+        "the concurrency limit is used fully"
+    );
+    for w in d.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(
+            gap >= Duration::from_millis(99),
+            "calls {gap:?} apart exceed 10 CPS"
+        );
+    }
+    // In every window of one second, at most 10 dispatches.
+    for (i, a) in d.iter().enumerate() {
+        let within = d[i..]
+            .iter()
+            .take_while(|b| b.at - a.at < Duration::from_secs(1))
+            .count();
+        assert!(within <= 10, "{within} dispatches within one second");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn trunk_and_node_limits_hold_across_campaigns() {
+    let mut env = Env::new(Duration::from_secs(3)).await;
+    let mut t = TrunkConfig::new("t2", "127.0.0.1", 5060, SipTransport::Udp);
+    t.max_concurrent = Some(2);
+    env.store.upsert_trunk(&trunk_record(&t)).await.unwrap();
+    let a = env.campaign(serde_json::json!({ "trunks": ["t2"] })).await;
+    let b = env.campaign(serde_json::json!({ "trunks": ["t2"] })).await;
+    let numbers: Vec<String> = (0..20).map(n).collect();
+    let list: Vec<(&str, i32, Option<&str>)> =
+        numbers.iter().map(|s| (s.as_str(), 0, None)).collect();
+    env.add(a, &list[..10]).await;
+    env.add(b, &list[10..]).await;
+    env.act(a, LifecycleAction::Start).await;
+    env.act(b, LifecycleAction::Start).await;
+    env.start(100).await;
+    env.run_until_done(a, Duration::from_secs(600)).await;
+    env.run_until_done(b, Duration::from_secs(600)).await;
+    assert_eq!(
+        env.engine.max_active(),
+        2,
+        "the trunk's two channels bound both campaigns"
+    );
+    assert!(env.engine.dialed().iter().all(|d| d.trunk == "t2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_stops_dispatching_and_resume_continues() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    let c = env
+        .campaign(serde_json::json!({ "max_cps": 1, "max_concurrent": 1 }))
+        .await;
+    let numbers: Vec<String> = (0..10).map(n).collect();
+    let list: Vec<(&str, i32, Option<&str>)> =
+        numbers.iter().map(|s| (s.as_str(), 0, None)).collect();
+    env.add(c, &list).await;
+    env.act(c, LifecycleAction::Start).await;
+    env.start(10).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    env.act(c, LifecycleAction::Pause).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let at_pause = env.engine.dialed().len();
+    assert!((3..=4).contains(&at_pause), "{at_pause}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        env.engine.dialed().len(),
+        at_pause,
+        "nothing dialed while paused"
+    );
+    assert_eq!(env.status(c).await, CampaignStatus::Paused);
+    env.act(c, LifecycleAction::Resume).await;
+    env.run_until_done(c, Duration::from_secs(120)).await;
+    assert_eq!(env.engine.dialed().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_stops_dispatching_and_hangs_up_calls_in_flight() {
+    let mut env = Env::new(Duration::from_secs(30)).await;
+    let c = env
+        .campaign(serde_json::json!({ "max_cps": 100, "max_concurrent": 3 }))
+        .await;
+    let numbers: Vec<String> = (0..10).map(n).collect();
+    let list: Vec<(&str, i32, Option<&str>)> =
+        numbers.iter().map(|s| (s.as_str(), 0, None)).collect();
+    env.add(c, &list).await;
+    env.act(c, LifecycleAction::Start).await;
+    env.start(10).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.engine.dialed().len(), 3);
+    env.act(c, LifecycleAction::Cancel).await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(env.engine.dialed().len(), 3, "nothing dialed after cancel");
+    let counts = env.store.campaign_counts(c).await.unwrap();
+    assert_eq!(
+        counts.final_outcomes.get("canceled"),
+        Some(&3),
+        "{counts:?}"
+    );
+    assert_eq!(counts.contacts.get("pending"), Some(&7));
+    assert_eq!(env.status(c).await, CampaignStatus::Canceled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_left_open_by_a_crash_are_closed_and_rescheduled() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    let c = env.campaign(serde_json::json!({})).await;
+    env.add(
+        c,
+        &[("+8613800000001", 0, None), ("+8613800000002", 0, None)],
+    )
+    .await;
+    env.act(c, LifecycleAction::Start).await;
+    // A previous process opened an attempt and died.
+    let due = env
+        .store
+        .due_contacts(c, env.clock.now(), 10)
+        .await
+        .unwrap();
+    let crashed = env
+        .store
+        .begin_attempt(due[0].id, "old-node", env.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    env.start(10).await;
+    let attempts = env.store.list_attempts(c, None, 10).await.unwrap();
+    let old = attempts
+        .iter()
+        .find(|a| a.id == crashed.attempt_id)
+        .unwrap();
+    assert_eq!(old.outcome, Some(Outcome::Failed));
+    assert_eq!(old.cause.as_deref(), Some("node_restart"));
+    env.run_until_done(c, Duration::from_secs(600)).await;
+    // The crashed contact was dialed again by a new attempt after the `failed` delay (120 s).
+    let dialed = env.engine.dialed();
+    assert_eq!(dialed.len(), 2);
+    let contact = env.store.get_contact(due[0].id).await.unwrap();
+    assert_eq!(contact.state, ContactState::Done);
+    assert_eq!(contact.attempts, 2);
+    assert_eq!(env.store.open_attempts().await.unwrap().len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_calls_finish_and_dials_nothing_new() {
+    let mut env = Env::new(Duration::from_secs(5)).await;
+    let c = env
+        .campaign(serde_json::json!({ "max_concurrent": 2 }))
+        .await;
+    let numbers: Vec<String> = (0..6).map(n).collect();
+    let list: Vec<(&str, i32, Option<&str>)> =
+        numbers.iter().map(|s| (s.as_str(), 0, None)).collect();
+    env.add(c, &list).await;
+    env.act(c, LifecycleAction::Start).await;
+    env.start(10).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.handle().shutdown(Duration::from_secs(30)).await;
+    assert_eq!(env.engine.dialed().len(), 2);
+    let counts = env.store.campaign_counts(c).await.unwrap();
+    assert_eq!(
+        counts.final_outcomes.get("answered_human"),
+        Some(&2),
+        "calls in flight finished"
+    );
+    assert!(env.store.open_attempts().await.unwrap().is_empty());
+}

@@ -1,0 +1,389 @@
+//! An in-memory [`Store`]: the same semantics as SQLite without a disk, for scheduler tests on a
+//! paused clock and for benchmarks of the scheduler alone. Nothing survives the process.
+
+use crate::{
+    AddResult, AttemptRecord, AttemptStart, CampaignCounts, ContactNext, ContactRecord, NewContact,
+    OpenAttempt, Result, Store, StoreError, TrunkRecord,
+};
+use async_trait::async_trait;
+use jiff::Timestamp;
+use outcall_domain::campaign::{
+    AttemptId, Campaign, CampaignId, CampaignSpec, CampaignStatus, ContactId, ContactState,
+};
+use outcall_domain::{Cdr, Outcome};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Data {
+    trunks: BTreeMap<String, TrunkRecord>,
+    campaigns: BTreeMap<CampaignId, Campaign>,
+    contacts: BTreeMap<ContactId, ContactRecord>,
+    keys: HashSet<(CampaignId, Vec<u8>)>,
+    attempts: BTreeMap<AttemptId, (AttemptRecord, Vec<u8>)>,
+    next_campaign: i64,
+    next_contact: i64,
+    next_attempt: i64,
+}
+
+/// A store held in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    data: Mutex<Data>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Data) -> Result<T>) -> Result<T> {
+        let mut d = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut d)
+    }
+}
+
+fn not_found(what: &'static str, id: i64) -> StoreError {
+    StoreError::NotFound { what, id }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn upsert_trunk(&self, trunk: &TrunkRecord) -> Result<()> {
+        self.with(|d| {
+            d.trunks.insert(trunk.name.clone(), trunk.clone());
+            Ok(())
+        })
+    }
+
+    async fn list_trunks(&self) -> Result<Vec<TrunkRecord>> {
+        self.with(|d| Ok(d.trunks.values().cloned().collect()))
+    }
+
+    async fn create_campaign(&self, spec: &CampaignSpec, now: Timestamp) -> Result<Campaign> {
+        self.with(|d| {
+            d.next_campaign += 1;
+            let c = Campaign {
+                id: d.next_campaign,
+                status: CampaignStatus::Draft,
+                spec: spec.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            d.campaigns.insert(c.id, c.clone());
+            Ok(c)
+        })
+    }
+
+    async fn get_campaign(&self, id: CampaignId) -> Result<Campaign> {
+        self.with(|d| {
+            d.campaigns
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found("campaign", id))
+        })
+    }
+
+    async fn list_campaigns(&self) -> Result<Vec<Campaign>> {
+        self.with(|d| Ok(d.campaigns.values().cloned().collect()))
+    }
+
+    async fn set_campaign_status(
+        &self,
+        id: CampaignId,
+        from: CampaignStatus,
+        to: CampaignStatus,
+        now: Timestamp,
+    ) -> Result<Campaign> {
+        self.with(|d| {
+            let c = d
+                .campaigns
+                .get_mut(&id)
+                .ok_or_else(|| not_found("campaign", id))?;
+            if c.status != from {
+                return Err(StoreError::Conflict(format!(
+                    "campaign {id} is {}, not {from}",
+                    c.status
+                )));
+            }
+            c.status = to;
+            c.updated_at = now;
+            Ok(c.clone())
+        })
+    }
+
+    async fn add_contacts(
+        &self,
+        campaign: CampaignId,
+        contacts: &[NewContact],
+        now: Timestamp,
+    ) -> Result<AddResult> {
+        self.with(|d| {
+            if !d.campaigns.contains_key(&campaign) {
+                return Err(not_found("campaign", campaign));
+            }
+            let mut r = AddResult::default();
+            for c in contacts {
+                if !d.keys.insert((campaign, c.number_hash.clone())) {
+                    r.duplicates += 1;
+                    continue;
+                }
+                d.next_contact += 1;
+                let id = d.next_contact;
+                d.contacts.insert(
+                    id,
+                    ContactRecord {
+                        id,
+                        campaign_id: campaign,
+                        number_hash: c.number_hash.clone(),
+                        number_enc: c.number_enc.clone(),
+                        masked: c.masked.clone(),
+                        time_zone: c.time_zone.clone(),
+                        priority: c.priority,
+                        variables: c.variables.clone(),
+                        state: ContactState::Pending,
+                        due_at: now,
+                        attempts: 0,
+                        last_outcome: None,
+                        final_outcome: None,
+                    },
+                );
+                r.added += 1;
+            }
+            Ok(r)
+        })
+    }
+
+    async fn due_contacts(
+        &self,
+        campaign: CampaignId,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ContactRecord>> {
+        self.with(|d| {
+            let mut v: Vec<ContactRecord> = d
+                .contacts
+                .values()
+                .filter(|c| {
+                    c.campaign_id == campaign
+                        && c.state == ContactState::Pending
+                        && c.due_at <= until
+                })
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| {
+                b.priority
+                    .cmp(&a.priority)
+                    .then(a.due_at.cmp(&b.due_at))
+                    .then(a.id.cmp(&b.id))
+            });
+            v.truncate(limit as usize);
+            Ok(v)
+        })
+    }
+
+    async fn get_contact(&self, id: ContactId) -> Result<ContactRecord> {
+        self.with(|d| {
+            d.contacts
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found("contact", id))
+        })
+    }
+
+    async fn defer_contact(&self, id: ContactId, due_at: Timestamp) -> Result<()> {
+        self.with(|d| {
+            let c = d
+                .contacts
+                .get_mut(&id)
+                .ok_or_else(|| not_found("contact", id))?;
+            if c.state == ContactState::Pending {
+                c.due_at = due_at;
+            }
+            Ok(())
+        })
+    }
+
+    async fn begin_attempt(
+        &self,
+        contact: ContactId,
+        node: &str,
+        now: Timestamp,
+    ) -> Result<Option<AttemptStart>> {
+        self.with(|d| {
+            let c = d
+                .contacts
+                .get_mut(&contact)
+                .ok_or_else(|| not_found("contact", contact))?;
+            if c.state != ContactState::Pending {
+                return Ok(None);
+            }
+            c.state = ContactState::Dialing;
+            c.attempts += 1;
+            let seq = c.attempts;
+            let (campaign_id, hash) = (c.campaign_id, c.number_hash.clone());
+            d.next_attempt += 1;
+            let id = d.next_attempt;
+            let rec = AttemptRecord {
+                id,
+                campaign_id,
+                contact_id: contact,
+                seq,
+                node: node.to_string(),
+                started_at: now,
+                ended_at: None,
+                outcome: None,
+                cause: None,
+                cdr: None,
+            };
+            d.attempts.insert(id, (rec, hash));
+            Ok(Some(AttemptStart {
+                attempt_id: id,
+                seq,
+            }))
+        })
+    }
+
+    async fn finish_attempt(
+        &self,
+        attempt: AttemptId,
+        outcome: Outcome,
+        cause: Option<&str>,
+        cdr: Option<&Cdr>,
+        next: ContactNext,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.with(|d| {
+            let (a, _) = d
+                .attempts
+                .get_mut(&attempt)
+                .ok_or_else(|| not_found("attempt", attempt))?;
+            if a.ended_at.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "attempt {attempt} is already finished"
+                )));
+            }
+            a.ended_at = Some(now);
+            a.outcome = Some(outcome);
+            a.cause = cause.map(str::to_string);
+            a.cdr = cdr.cloned();
+            let contact = a.contact_id;
+            let c = d
+                .contacts
+                .get_mut(&contact)
+                .ok_or_else(|| not_found("contact", contact))?;
+            c.last_outcome = Some(outcome);
+            match next {
+                ContactNext::Retry { due_at } => {
+                    c.state = ContactState::Pending;
+                    c.due_at = due_at;
+                }
+                ContactNext::Done { outcome } => {
+                    c.state = ContactState::Done;
+                    c.final_outcome = Some(outcome);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn outcome_counts(&self, contact: ContactId) -> Result<BTreeMap<Outcome, u32>> {
+        self.with(|d| {
+            let mut m = BTreeMap::new();
+            for (a, _) in d.attempts.values() {
+                if a.contact_id == contact {
+                    if let Some(o) = a.outcome {
+                        *m.entry(o).or_default() += 1;
+                    }
+                }
+            }
+            Ok(m)
+        })
+    }
+
+    async fn attempts_to_number_since(&self, number_hash: &[u8], since: Timestamp) -> Result<u32> {
+        self.with(|d| {
+            Ok(d.attempts
+                .values()
+                .filter(|(a, h)| h.as_slice() == number_hash && a.started_at >= since)
+                .count() as u32)
+        })
+    }
+
+    async fn open_attempts(&self) -> Result<Vec<OpenAttempt>> {
+        self.with(|d| {
+            Ok(d.attempts
+                .values()
+                .filter(|(a, _)| a.ended_at.is_none())
+                .map(|(a, _)| OpenAttempt {
+                    attempt_id: a.id,
+                    contact_id: a.contact_id,
+                    campaign_id: a.campaign_id,
+                    seq: a.seq,
+                    started_at: a.started_at,
+                    node: a.node.clone(),
+                })
+                .collect())
+        })
+    }
+
+    async fn unfinished_contacts(&self, campaign: CampaignId) -> Result<u64> {
+        self.with(|d| {
+            Ok(d.contacts
+                .values()
+                .filter(|c| c.campaign_id == campaign && c.state != ContactState::Done)
+                .count() as u64)
+        })
+    }
+
+    async fn next_due(&self, campaign: CampaignId) -> Result<Option<Timestamp>> {
+        self.with(|d| {
+            Ok(d.contacts
+                .values()
+                .filter(|c| c.campaign_id == campaign && c.state == ContactState::Pending)
+                .map(|c| c.due_at)
+                .min())
+        })
+    }
+
+    async fn campaign_counts(&self, campaign: CampaignId) -> Result<CampaignCounts> {
+        self.with(|d| {
+            let mut r = CampaignCounts::default();
+            for c in d.contacts.values().filter(|c| c.campaign_id == campaign) {
+                *r.contacts.entry(c.state.as_str().to_string()).or_default() += 1;
+                if let Some(o) = c.final_outcome {
+                    *r.final_outcomes.entry(o.as_str().to_string()).or_default() += 1;
+                }
+            }
+            for (a, _) in d
+                .attempts
+                .values()
+                .filter(|(a, _)| a.campaign_id == campaign)
+            {
+                r.attempts += 1;
+                if let Some(o) = a.outcome {
+                    *r.attempt_outcomes
+                        .entry(o.as_str().to_string())
+                        .or_default() += 1;
+                }
+            }
+            Ok(r)
+        })
+    }
+
+    async fn list_attempts(
+        &self,
+        campaign: CampaignId,
+        after: Option<AttemptId>,
+        limit: u32,
+    ) -> Result<Vec<AttemptRecord>> {
+        self.with(|d| {
+            Ok(d.attempts
+                .range(after.map_or(0, |a| a + 1)..)
+                .filter(|(_, (a, _))| a.campaign_id == campaign)
+                .take(limit as usize)
+                .map(|(_, (a, _))| a.clone())
+                .collect())
+        })
+    }
+}
