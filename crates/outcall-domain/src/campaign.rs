@@ -35,9 +35,15 @@ impl CampaignStatus {
     }
 
     pub fn parse(s: &str) -> Option<CampaignStatus> {
-        [Self::Draft, Self::Running, Self::Paused, Self::Completed, Self::Canceled]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        [
+            Self::Draft,
+            Self::Running,
+            Self::Paused,
+            Self::Completed,
+            Self::Canceled,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
     }
 
     pub fn is_final(&self) -> bool {
@@ -54,7 +60,12 @@ impl CampaignStatus {
             (S::Paused, A::Resume) => S::Running,
             (S::Running | S::Paused, A::Complete) => S::Completed,
             (S::Draft | S::Running | S::Paused, A::Cancel) => S::Canceled,
-            _ => return Err(LifecycleError { status: self, action }),
+            _ => {
+                return Err(LifecycleError {
+                    status: self,
+                    action,
+                })
+            }
         };
         Ok(next)
     }
@@ -121,7 +132,10 @@ fn default_max_attempts() -> u32 {
 }
 
 fn default_rules() -> BTreeMap<Outcome, RetryRule> {
-    let r = |d, n| RetryRule { delay_secs: d, retries: n };
+    let r = |d, n| RetryRule {
+        delay_secs: d,
+        retries: n,
+    };
     BTreeMap::from([
         (Outcome::Busy, r(600, 3)),
         (Outcome::NoAnswer, r(7200, 2)),
@@ -135,7 +149,10 @@ fn default_rules() -> BTreeMap<Outcome, RetryRule> {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { rules: default_rules(), max_attempts: default_max_attempts() }
+        RetryPolicy {
+            rules: default_rules(),
+            max_attempts: default_max_attempts(),
+        }
     }
 }
 
@@ -286,7 +303,11 @@ impl CampaignSpec {
                 return Err(SpecError::EndBeforeStart);
             }
         }
-        if self.frequency_caps.iter().any(|c| c.max_calls == 0 || c.per_secs == 0) {
+        if self
+            .frequency_caps
+            .iter()
+            .any(|c| c.max_calls == 0 || c.per_secs == 0)
+        {
             return Err(SpecError::Cap);
         }
         if let Some(w) = &self.windows {
@@ -328,7 +349,9 @@ impl ContactState {
         }
     }
     pub fn parse(s: &str) -> Option<ContactState> {
-        [Self::Pending, Self::Dialing, Self::Done].into_iter().find(|c| c.as_str() == s)
+        [Self::Pending, Self::Dialing, Self::Done]
+            .into_iter()
+            .find(|c| c.as_str() == s)
     }
 }
 
@@ -354,7 +377,10 @@ mod tests {
         ];
         for s in all_s {
             for a in all_a {
-                let want = allowed.iter().find(|(x, y, _)| *x == s && *y == a).map(|t| t.2);
+                let want = allowed
+                    .iter()
+                    .find(|(x, y, _)| *x == s && *y == a)
+                    .map(|t| t.2);
                 assert_eq!(s.apply(a).ok(), want, "{s} {a:?}");
             }
         }
@@ -367,10 +393,19 @@ mod tests {
     #[test]
     fn retry_policy_counts_per_outcome_and_caps_attempts() {
         let p = RetryPolicy::default();
-        assert_eq!(p.decide(Outcome::Busy, 1, 1), RetryDecision::RetryAfter(600));
-        assert_eq!(p.decide(Outcome::Busy, 3, 3), RetryDecision::RetryAfter(600));
+        assert_eq!(
+            p.decide(Outcome::Busy, 1, 1),
+            RetryDecision::RetryAfter(600)
+        );
+        assert_eq!(
+            p.decide(Outcome::Busy, 3, 3),
+            RetryDecision::RetryAfter(600)
+        );
         assert_eq!(p.decide(Outcome::Busy, 4, 4), RetryDecision::Final);
-        assert_eq!(p.decide(Outcome::NoAnswer, 2, 5), RetryDecision::RetryAfter(7200));
+        assert_eq!(
+            p.decide(Outcome::NoAnswer, 2, 5),
+            RetryDecision::RetryAfter(7200)
+        );
         assert_eq!(p.decide(Outcome::NoAnswer, 2, 6), RetryDecision::Final);
         assert_eq!(p.decide(Outcome::EmptyNumber, 1, 1), RetryDecision::Final);
         assert_eq!(p.decide(Outcome::AnsweredHuman, 1, 1), RetryDecision::Final);
@@ -401,7 +436,13 @@ mod tests {
     fn spec_parses_from_toml_and_validates() {
         let s = spec();
         s.validate().unwrap();
-        assert_eq!(s.retry.rules[&Outcome::Busy], RetryRule { delay_secs: 600, retries: 3 });
+        assert_eq!(
+            s.retry.rules[&Outcome::Busy],
+            RetryRule {
+                delay_secs: 600,
+                retries: 3
+            }
+        );
         assert_eq!(s.retry.rules.len(), 2, "rules given replace the defaults");
         assert_eq!(s.ring_timeout_secs, 30);
         let mut bad = s.clone();
@@ -412,7 +453,10 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err(), SpecError::Cps);
         let mut bad = s.clone();
         bad.windows.as_mut().unwrap().time_zone = "Nowhere/City".into();
-        assert_eq!(bad.validate().unwrap_err().to_string(), "windows: unknown time zone `Nowhere/City`");
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "windows: unknown time zone `Nowhere/City`"
+        );
         assert!(toml::from_str::<CampaignSpec>("name='x'\ntrunks=['a']\nmax_cpss=1").is_err());
     }
 }

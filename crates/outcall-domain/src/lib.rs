@@ -12,11 +12,11 @@
 
 pub mod call;
 pub mod campaign;
-pub mod number;
 pub mod cdr;
 pub mod classify;
 pub mod dtmf;
 pub mod mask;
+pub mod number;
 pub mod outcome;
 pub mod reason;
 pub mod window;

@@ -56,14 +56,38 @@ mod tests {
 
     #[test]
     fn common_chinese_forms() {
-        for raw in ["13812345678", "+86 138-1234-5678", "008613812345678", " 8613812345678 "] {
-            assert_eq!(normalize_e164(raw, "86").unwrap(), "+8613812345678", "{raw}");
+        for raw in [
+            "13812345678",
+            "+86 138-1234-5678",
+            "008613812345678",
+            " 8613812345678 ",
+        ] {
+            assert_eq!(
+                normalize_e164(raw, "86").unwrap(),
+                "+8613812345678",
+                "{raw}"
+            );
         }
-        assert_eq!(normalize_e164("0755-12345678", "86").unwrap(), "+8675512345678");
-        assert_eq!(normalize_e164("+1 (212) 555-0100", "86").unwrap(), "+12125550100");
+        assert_eq!(
+            normalize_e164("0755-12345678", "86").unwrap(),
+            "+8675512345678"
+        );
+        assert_eq!(
+            normalize_e164("+1 (212) 555-0100", "86").unwrap(),
+            "+12125550100"
+        );
         assert_eq!(normalize_e164("", "86").unwrap_err(), NumberError::Empty);
-        assert_eq!(normalize_e164("138x", "86").unwrap_err(), NumberError::Character('x'));
-        assert_eq!(normalize_e164("12", "86").unwrap_err(), NumberError::Length(4));
-        assert_eq!(normalize_e164("+1234567890123456", "86").unwrap_err(), NumberError::Length(16));
+        assert_eq!(
+            normalize_e164("138x", "86").unwrap_err(),
+            NumberError::Character('x')
+        );
+        assert_eq!(
+            normalize_e164("12", "86").unwrap_err(),
+            NumberError::Length(4)
+        );
+        assert_eq!(
+            normalize_e164("+1234567890123456", "86").unwrap_err(),
+            NumberError::Length(16)
+        );
     }
 }

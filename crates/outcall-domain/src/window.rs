@@ -77,8 +77,8 @@ fn day_index(w: Weekday) -> usize {
 impl CallingWindows {
     /// Checks and compiles the windows.
     pub fn compile(&self) -> Result<WindowSchedule, WindowError> {
-        let default_tz =
-            TimeZone::get(&self.time_zone).map_err(|_| WindowError::TimeZone(self.time_zone.clone()))?;
+        let default_tz = TimeZone::get(&self.time_zone)
+            .map_err(|_| WindowError::TimeZone(self.time_zone.clone()))?;
         let mut days: [Vec<(u16, u16)>; 7] = Default::default();
         let mut named = [false; 7];
         let mut daily: Option<&Vec<String>> = None;
@@ -88,13 +88,16 @@ impl CallingWindows {
                 daily = Some(ranges);
                 continue;
             }
-            let i = DAY_NAMES.iter().position(|n| *n == d).ok_or_else(|| WindowError::Weekday(day.clone()))?;
+            let i = DAY_NAMES
+                .iter()
+                .position(|n| *n == d)
+                .ok_or_else(|| WindowError::Weekday(day.clone()))?;
             named[i] = true;
             add_ranges(&mut days, i, ranges)?;
         }
         if let Some(r) = daily {
-            for i in 0..7 {
-                if !named[i] {
+            for (i, named) in named.iter().enumerate() {
+                if !named {
                     add_ranges(&mut days, i, r)?;
                 }
             }
@@ -114,9 +117,15 @@ impl CallingWindows {
     }
 }
 
-fn add_ranges(days: &mut [Vec<(u16, u16)>; 7], i: usize, ranges: &[String]) -> Result<(), WindowError> {
+fn add_ranges(
+    days: &mut [Vec<(u16, u16)>; 7],
+    i: usize,
+    ranges: &[String],
+) -> Result<(), WindowError> {
     for r in ranges {
-        let (a, b) = r.split_once('-').ok_or_else(|| WindowError::Range(r.clone()))?;
+        let (a, b) = r
+            .split_once('-')
+            .ok_or_else(|| WindowError::Range(r.clone()))?;
         let (a, b) = match (parse_hhmm(a), parse_hhmm(b)) {
             (Some(a), Some(b)) if a != b => (a, b),
             _ => return Err(WindowError::Range(r.clone())),
@@ -155,7 +164,9 @@ impl WindowSchedule {
             return false;
         }
         let minute = dt.hour() as u16 * 60 + dt.minute() as u16;
-        self.days[day_index(dt.weekday())].iter().any(|(a, b)| *a <= minute && minute < *b)
+        self.days[day_index(dt.weekday())]
+            .iter()
+            .any(|(a, b)| *a <= minute && minute < *b)
     }
 
     /// Whether calling is allowed at `at` for a callee in `tz`.
@@ -229,7 +240,10 @@ pub fn zone_for_number(e164: &str) -> Option<&'static str> {
         ("+52", "America/Mexico_City"),
         ("+1", "America/New_York"),
     ];
-    TABLE.iter().find(|(p, _)| e164.starts_with(p)).map(|(_, z)| *z)
+    TABLE
+        .iter()
+        .find(|(p, _)| e164.starts_with(p))
+        .map(|(_, z)| *z)
 }
 
 #[cfg(test)]
@@ -261,9 +275,15 @@ mod tests {
         // 2026-11-23 is a Monday. 10:00 Shanghai = 02:00 UTC.
         assert!(w.is_open(ts("2026-11-23T02:00:00Z"), &tz));
         // 12:30 local is lunch: next opening 13:30 local = 05:30 UTC.
-        assert_eq!(w.next_opening(ts("2026-11-23T04:30:00Z"), &tz), Some(ts("2026-11-23T05:30:00Z")));
+        assert_eq!(
+            w.next_opening(ts("2026-11-23T04:30:00Z"), &tz),
+            Some(ts("2026-11-23T05:30:00Z"))
+        );
         // 21:00 local exactly is closed; next is 09:00 the next day = 01:00 UTC.
-        assert_eq!(w.next_opening(ts("2026-11-23T13:00:00Z"), &tz), Some(ts("2026-11-24T01:00:00Z")));
+        assert_eq!(
+            w.next_opening(ts("2026-11-23T13:00:00Z"), &tz),
+            Some(ts("2026-11-24T01:00:00Z"))
+        );
     }
 
     #[test]
@@ -275,7 +295,10 @@ mod tests {
         assert!(w.is_open(ts("2026-11-23T17:00:00Z"), &tz));
         // Tuesday 02:00 local is closed; the next opening is next Monday 22:00 local.
         assert!(!w.is_open(ts("2026-11-23T18:00:00Z"), &tz));
-        assert_eq!(w.next_opening(ts("2026-11-23T18:00:00Z"), &tz), Some(ts("2026-11-30T14:00:00Z")));
+        assert_eq!(
+            w.next_opening(ts("2026-11-23T18:00:00Z"), &tz),
+            Some(ts("2026-11-30T14:00:00Z"))
+        );
     }
 
     #[test]
@@ -288,17 +311,26 @@ mod tests {
         assert!(!w.is_open(at, &shanghai));
         assert!(w.is_open(at, &london));
         assert!(!w.is_open(at, &new_york));
-        assert_eq!(w.next_opening(at, &new_york), Some(ts("2026-11-23T14:00:00Z")));
+        assert_eq!(
+            w.next_opening(at, &new_york),
+            Some(ts("2026-11-23T14:00:00Z"))
+        );
         // Unknown country: the campaign's zone.
         assert!(!w.is_open(at, &w.zone_for(zone_for_number("+999123"))));
     }
 
     #[test]
     fn holidays_and_missing_days_are_closed() {
-        let w = windows(&[("mon", &["09:00-18:00"]), ("daily", &["10:00-11:00"])], &["2026-11-24"]);
+        let w = windows(
+            &[("mon", &["09:00-18:00"]), ("daily", &["10:00-11:00"])],
+            &["2026-11-24"],
+        );
         let tz = TimeZone::get("Asia/Shanghai").unwrap();
         // Tuesday 24th is a holiday: from Monday evening the next opening is Wednesday 10:00.
-        assert_eq!(w.next_opening(ts("2026-11-23T12:00:00Z"), &tz), Some(ts("2026-11-25T02:00:00Z")));
+        assert_eq!(
+            w.next_opening(ts("2026-11-23T12:00:00Z"), &tz),
+            Some(ts("2026-11-25T02:00:00Z"))
+        );
     }
 
     #[test]
@@ -325,12 +357,34 @@ mod tests {
             weekly: [(day.to_string(), vec![r.to_string()])].into(),
             holidays: vec![],
         };
-        assert_eq!(mk("Mars/Olympus", "mon", "09:00-10:00").compile().unwrap_err(), WindowError::TimeZone("Mars/Olympus".into()));
-        assert_eq!(mk("UTC", "funday", "09:00-10:00").compile().unwrap_err(), WindowError::Weekday("funday".into()));
-        assert_eq!(mk("UTC", "mon", "9-10").compile().unwrap_err(), WindowError::Range("9-10".into()));
-        assert_eq!(mk("UTC", "mon", "10:00-10:00").compile().unwrap_err(), WindowError::Range("10:00-10:00".into()));
-        assert_eq!(mk("UTC", "mon", "25:00-26:00").compile().unwrap_err(), WindowError::Range("25:00-26:00".into()));
-        let empty = CallingWindows { time_zone: "UTC".into(), callee_time_zone: true, weekly: BTreeMap::new(), holidays: vec![] };
+        assert_eq!(
+            mk("Mars/Olympus", "mon", "09:00-10:00")
+                .compile()
+                .unwrap_err(),
+            WindowError::TimeZone("Mars/Olympus".into())
+        );
+        assert_eq!(
+            mk("UTC", "funday", "09:00-10:00").compile().unwrap_err(),
+            WindowError::Weekday("funday".into())
+        );
+        assert_eq!(
+            mk("UTC", "mon", "9-10").compile().unwrap_err(),
+            WindowError::Range("9-10".into())
+        );
+        assert_eq!(
+            mk("UTC", "mon", "10:00-10:00").compile().unwrap_err(),
+            WindowError::Range("10:00-10:00".into())
+        );
+        assert_eq!(
+            mk("UTC", "mon", "25:00-26:00").compile().unwrap_err(),
+            WindowError::Range("25:00-26:00".into())
+        );
+        let empty = CallingWindows {
+            time_zone: "UTC".into(),
+            callee_time_zone: true,
+            weekly: BTreeMap::new(),
+            holidays: vec![],
+        };
         assert_eq!(empty.compile().unwrap_err(), WindowError::NeverOpen);
     }
 }

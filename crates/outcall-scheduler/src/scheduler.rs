@@ -640,16 +640,15 @@ impl Scheduler {
             }
             let mut chosen = None;
             for name in &rt.campaign.spec.trunks {
-                match self.trunks.get_mut(name) {
-                    Some(tr) => match tr.pacer.check(now_i) {
+                if let Some(tr) = self.trunks.get_mut(name) {
+                    match tr.pacer.check(now_i) {
                         Ok(()) => {
                             chosen = Some(name.clone());
                             break;
                         }
                         Err(Some(d)) => soonest(d),
                         Err(None) => {}
-                    },
-                    None => {}
+                    }
                 }
             }
             let Some(trunk_name) = chosen else {

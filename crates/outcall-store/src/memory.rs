@@ -211,10 +211,9 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> Result<Option<AttemptStart>> {
         self.with(|d| {
-            let c = d
-                .contacts
-                .get_mut(&contact)
-                .ok_or_else(|| not_found("contact", contact))?;
+            let Some(c) = d.contacts.get_mut(&contact) else {
+                return Ok(None);
+            };
             if c.state != ContactState::Pending {
                 return Ok(None);
             }
@@ -379,7 +378,7 @@ impl Store for MemoryStore {
     ) -> Result<Vec<AttemptRecord>> {
         self.with(|d| {
             Ok(d.attempts
-                .range(after.map_or(0, |a| a + 1)..)
+                .range(after.map_or(0, |a| a.saturating_add(1))..)
                 .filter(|(_, (a, _))| a.campaign_id == campaign)
                 .take(limit as usize)
                 .map(|(_, (a, _))| a.clone())

@@ -1,0 +1,227 @@
+//! Persistence for the business layer: campaigns, contacts, attempts (with their CDRs) and
+//! trunks, behind one [`Store`] trait.
+//!
+//! The scheduler keeps no state a crash could lose: a contact is `pending` with a due time,
+//! `dialing` with exactly one open attempt, or `done`. [`Store::begin_attempt`] moves a
+//! contact from pending to dialing and creates its attempt in one transaction, before the
+//! INVITE leaves; [`Store::finish_attempt`] closes the attempt with its CDR and moves the
+//! contact back to pending (a retry) or to done, again in one transaction. After a crash,
+//! [`Store::open_attempts`] lists what was on the wire so the scheduler can close it.
+//!
+//! Phone numbers never reach the store in clear: contacts carry the ciphertext and an HMAC
+//! blind index (from `outcall-pool`), and a masked form for display.
+//!
+//! [`sqlite::SqliteStore`] is the embedded implementation (WAL, migrations in
+//! `migrations/sqlite`). The trait is shaped for PostgreSQL too; `tests/store_suite.rs` is the
+//! suite every implementation must pass.
+
+pub mod memory;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use outcall_domain::campaign::{
+    AttemptId, Campaign, CampaignId, CampaignSpec, CampaignStatus, ContactId, ContactState,
+};
+use outcall_domain::{Cdr, Outcome};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Store errors, each with a message an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: i64 },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A trunk as stored: its name and its configuration as JSON (owned by the telephony layer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrunkRecord {
+    pub name: String,
+    pub config: serde_json::Value,
+}
+
+/// A contact to add. The number arrives protected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewContact {
+    /// HMAC blind index of the E.164 number (dedup and frequency caps).
+    pub number_hash: Vec<u8>,
+    /// AES-256-GCM ciphertext of the E.164 number.
+    pub number_enc: Vec<u8>,
+    /// Masked form for display (`+86138****5678`).
+    pub masked: String,
+    /// The callee's IANA zone when known.
+    pub time_zone: Option<String>,
+    /// Higher is dialed first within a campaign.
+    pub priority: i32,
+    /// Script variables (name, amount due, …).
+    pub variables: serde_json::Value,
+}
+
+/// What `add_contacts` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddResult {
+    pub added: u64,
+    /// Already in the campaign (same blind index).
+    pub duplicates: u64,
+}
+
+/// A stored contact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactRecord {
+    pub id: ContactId,
+    pub campaign_id: CampaignId,
+    #[serde(skip)]
+    pub number_hash: Vec<u8>,
+    #[serde(skip)]
+    pub number_enc: Vec<u8>,
+    pub masked: String,
+    pub time_zone: Option<String>,
+    pub priority: i32,
+    pub variables: serde_json::Value,
+    pub state: ContactState,
+    pub due_at: Timestamp,
+    pub attempts: u32,
+    pub last_outcome: Option<Outcome>,
+    pub final_outcome: Option<Outcome>,
+}
+
+/// An attempt that was opened: what the dialer needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptStart {
+    pub attempt_id: AttemptId,
+    /// 1 for the first attempt of the contact.
+    pub seq: u32,
+}
+
+/// After an attempt: where the contact goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactNext {
+    /// Back to pending, due at this instant.
+    Retry { due_at: Timestamp },
+    /// Done with this outcome.
+    Done { outcome: Outcome },
+}
+
+/// An attempt left open (its node died while it was dialing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAttempt {
+    pub attempt_id: AttemptId,
+    pub contact_id: ContactId,
+    pub campaign_id: CampaignId,
+    pub seq: u32,
+    pub started_at: Timestamp,
+    pub node: String,
+}
+
+/// A stored attempt with its CDR.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    pub campaign_id: CampaignId,
+    pub contact_id: ContactId,
+    pub seq: u32,
+    pub node: String,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub outcome: Option<Outcome>,
+    /// Why our side closed it, when it did (`node_restart`).
+    pub cause: Option<String>,
+    pub cdr: Option<Cdr>,
+}
+
+/// Counts for a campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignCounts {
+    /// Contacts by state (`pending`, `dialing`, `done`).
+    pub contacts: BTreeMap<String, u64>,
+    /// Finished contacts by final outcome.
+    pub final_outcomes: BTreeMap<String, u64>,
+    /// Attempts by outcome (every attempt, retries included).
+    pub attempt_outcomes: BTreeMap<String, u64>,
+    pub attempts: u64,
+}
+
+/// The repository of the business layer. Every method is atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn upsert_trunk(&self, trunk: &TrunkRecord) -> Result<()>;
+    async fn list_trunks(&self) -> Result<Vec<TrunkRecord>>;
+
+    async fn create_campaign(&self, spec: &CampaignSpec, now: Timestamp) -> Result<Campaign>;
+    async fn get_campaign(&self, id: CampaignId) -> Result<Campaign>;
+    async fn list_campaigns(&self) -> Result<Vec<Campaign>>;
+    /// Compare-and-set of the status: fails with `Conflict` if it is no longer `from`.
+    async fn set_campaign_status(
+        &self,
+        id: CampaignId,
+        from: CampaignStatus,
+        to: CampaignStatus,
+        now: Timestamp,
+    ) -> Result<Campaign>;
+
+    /// Adds contacts, due at `now`; numbers already in the campaign are counted as duplicates.
+    async fn add_contacts(
+        &self,
+        campaign: CampaignId,
+        contacts: &[NewContact],
+        now: Timestamp,
+    ) -> Result<AddResult>;
+    /// Pending contacts due at or before `until`, by priority (high first) then due time.
+    async fn due_contacts(
+        &self,
+        campaign: CampaignId,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ContactRecord>>;
+    async fn get_contact(&self, id: ContactId) -> Result<ContactRecord>;
+    /// Moves a pending contact's due time (window deferral, frequency cap). A contact that is
+    /// no longer pending is left as it is; `NotFound` if there is no such contact.
+    async fn defer_contact(&self, id: ContactId, due_at: Timestamp) -> Result<()>;
+    /// Pending → dialing and a new attempt, atomically. `None` if the contact was not pending
+    /// (or does not exist): of concurrent calls for one contact, exactly one gets `Some`.
+    async fn begin_attempt(
+        &self,
+        contact: ContactId,
+        node: &str,
+        now: Timestamp,
+    ) -> Result<Option<AttemptStart>>;
+    /// Closes an attempt (with its CDR, if a call was placed) and moves its contact on.
+    /// `Conflict` if the attempt is already finished, `NotFound` if there is no such attempt.
+    async fn finish_attempt(
+        &self,
+        attempt: AttemptId,
+        outcome: Outcome,
+        cause: Option<&str>,
+        cdr: Option<&Cdr>,
+        next: ContactNext,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Attempts of this contact by outcome.
+    async fn outcome_counts(&self, contact: ContactId) -> Result<BTreeMap<Outcome, u32>>;
+    /// Attempts to this number (blind index) started at or after `since`, all campaigns.
+    async fn attempts_to_number_since(&self, number_hash: &[u8], since: Timestamp) -> Result<u32>;
+    /// Attempts still open (dialing), on any node.
+    async fn open_attempts(&self) -> Result<Vec<OpenAttempt>>;
+    /// Contacts not done, for completion detection.
+    async fn unfinished_contacts(&self, campaign: CampaignId) -> Result<u64>;
+    /// The earliest due time of a pending contact.
+    async fn next_due(&self, campaign: CampaignId) -> Result<Option<Timestamp>>;
+
+    async fn campaign_counts(&self, campaign: CampaignId) -> Result<CampaignCounts>;
+    /// Attempts of a campaign in id order after `after` (cursor paging).
+    async fn list_attempts(
+        &self,
+        campaign: CampaignId,
+        after: Option<AttemptId>,
+        limit: u32,
+    ) -> Result<Vec<AttemptRecord>>;
+}

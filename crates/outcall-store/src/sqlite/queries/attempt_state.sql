@@ -1,0 +1,3 @@
+SELECT state
+FROM attempts
+WHERE id = ?1

@@ -1,0 +1,3 @@
+SELECT status
+FROM campaigns
+WHERE id = ?1

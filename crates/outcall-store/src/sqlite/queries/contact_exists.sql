@@ -1,0 +1,3 @@
+SELECT id
+FROM contacts
+WHERE id = ?1

@@ -1,0 +1,3 @@
+SELECT COUNT(*) AS n
+FROM contacts
+WHERE campaign_id = ?1 AND state <> 'done'

@@ -1,0 +1,3 @@
+SELECT name, config
+FROM trunks
+ORDER BY name
