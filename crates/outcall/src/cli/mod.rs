@@ -1,8 +1,11 @@
 //! Command-line interface: argument types and dispatch.
 
+mod app;
 mod bench;
 mod call;
+mod campaign;
 pub mod proc_stats;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +43,11 @@ pub struct LogArgs {
 pub enum Command {
     /// Place one call and print its transitions and CDR as JSON lines.
     Call(call::CallArgs),
+    /// Run everything in one process: HTTP API, scheduler, SIP dialer, on embedded SQLite.
+    Serve(serve::ServeArgs),
+    /// Campaigns on embedded defaults.
+    #[command(subcommand)]
+    Campaign(campaign::CampaignCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -67,6 +75,8 @@ pub fn init_logging(args: &LogArgs) {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Call(a) => call::run(a).await,
+        Command::Serve(a) => serve::run(a).await,
+        Command::Campaign(c) => campaign::run(c).await,
         Command::Bench(b) => bench::run(b).await,
     }
 }

@@ -1,0 +1,103 @@
+//! Stable API error codes and their HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use outcall_store::StoreError;
+use serde::Serialize;
+
+/// Every error the API returns. `code()` is stable: integrators match on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidCampaign(String),
+    #[error("{0}")]
+    InvalidTrunk(String),
+    #[error("campaign {0} not found")]
+    CampaignNotFound(i64),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    IllegalTransition(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body too large (limit {0} bytes)")]
+    PayloadTooLarge(usize),
+    #[error("unsupported content type `{0}`: use application/json or text/csv")]
+    UnsupportedMediaType(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidCampaign(_) => "invalid_campaign",
+            ApiError::InvalidTrunk(_) => "invalid_trunk",
+            ApiError::CampaignNotFound(_) => "campaign_not_found",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::IllegalTransition(_) => "illegal_transition",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_)
+            | ApiError::InvalidCampaign(_)
+            | ApiError::InvalidTrunk(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::CampaignNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::IllegalTransition(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound {
+                what: "campaign",
+                id,
+            } => ApiError::CampaignNotFound(id),
+            StoreError::NotFound { what, id } => {
+                ApiError::NotFound(format!("{what} {id} not found"))
+            }
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if matches!(self, ApiError::Internal(_)) {
+            tracing::error!(error = %self, "internal error");
+        }
+        let body = Body {
+            error: Inner {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
+        (self.status(), axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,161 @@
+//! HTTP routes under `/v1/`.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/healthz` | alive |
+//! | POST, GET | `/v1/campaigns` | create (JSON campaign spec), list |
+//! | GET | `/v1/campaigns/{id}` | one campaign |
+//! | POST | `/v1/campaigns/{id}/contacts` | add contacts: JSON array, or `text/csv` (`?number_column=`) |
+//! | POST | `/v1/campaigns/{id}/start` (`pause`, `resume`, `cancel`) | lifecycle |
+//! | GET | `/v1/campaigns/{id}/stats` | counts by state and outcome, concurrency, CPS |
+//! | GET | `/v1/campaigns/{id}/attempts?after=&limit=` | attempts with CDRs, cursor paging |
+//! | POST, GET | `/v1/trunks` | add or replace a trunk, list |
+
+use crate::error::ApiError;
+use crate::service::CampaignService;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use outcall_domain::campaign::{CampaignSpec, LifecycleAction};
+use outcall_telephony::TrunkConfig;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Largest request body (a CSV upload of about a million numbers).
+pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+type Svc = State<Arc<CampaignService>>;
+
+/// The API router.
+pub fn router(service: Arc<CampaignService>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/campaigns", post(create_campaign).get(list_campaigns))
+        .route("/v1/campaigns/{id}", get(get_campaign))
+        .route("/v1/campaigns/{id}/contacts", post(add_contacts))
+        .route("/v1/campaigns/{id}/stats", get(stats))
+        .route("/v1/campaigns/{id}/attempts", get(attempts))
+        .route("/v1/campaigns/{id}/{action}", post(lifecycle))
+        .route("/v1/trunks", post(upsert_trunk).get(list_trunks))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(service)
+}
+
+fn id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::InvalidRequest(format!("`{raw}` is not a campaign id")))
+}
+
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+}
+
+async fn create_campaign(State(s): Svc, body: Bytes) -> Result<Response, ApiError> {
+    let spec: CampaignSpec = json(&body)?;
+    let c = s.create_campaign(spec).await?;
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+async fn list_campaigns(State(s): Svc) -> Result<Response, ApiError> {
+    Ok(Json(s.list_campaigns().await?).into_response())
+}
+
+async fn get_campaign(State(s): Svc, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(s.get_campaign(id(&raw)?).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct ContactsQuery {
+    number_column: Option<String>,
+}
+
+async fn add_contacts(
+    State(s): Svc,
+    Path(raw): Path<String>,
+    Query(q): Query<ContactsQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = id(&raw)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let report = if ct.starts_with("text/csv") {
+        s.import_csv(
+            id,
+            &body[..],
+            q.number_column.as_deref().unwrap_or("number"),
+        )
+        .await?
+    } else if ct.starts_with("application/json") {
+        s.import_json(id, &body).await?
+    } else {
+        return Err(ApiError::UnsupportedMediaType(ct));
+    };
+    Ok(Json(report).into_response())
+}
+
+async fn lifecycle(
+    State(s): Svc,
+    Path((raw, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = id(&raw)?;
+    let action = match action.as_str() {
+        "start" => LifecycleAction::Start,
+        "pause" => LifecycleAction::Pause,
+        "resume" => LifecycleAction::Resume,
+        "cancel" => LifecycleAction::Cancel,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no action `{other}` (start, pause, resume, cancel)"
+            )))
+        }
+    };
+    Ok(Json(s.act(id, action).await?).into_response())
+}
+
+async fn stats(State(s): Svc, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(s.stats(id(&raw)?).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn attempts(
+    State(s): Svc,
+    Path(raw): Path<String>,
+    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let list = s
+        .attempts(id(&raw)?, q.after, q.limit.unwrap_or(100))
+        .await?;
+    let next = if list.len() as u32 == q.limit.unwrap_or(100).clamp(1, 1000) {
+        list.last().map(|a| a.id)
+    } else {
+        None
+    };
+    Ok(Json(serde_json::json!({ "attempts": list, "next_after": next })).into_response())
+}
+
+async fn upsert_trunk(State(s): Svc, body: Bytes) -> Result<Response, ApiError> {
+    let t: TrunkConfig = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidTrunk(format!("invalid trunk: {e}")))?;
+    Ok(Json(s.upsert_trunk(t).await?).into_response())
+}
+
+async fn list_trunks(State(s): Svc) -> Result<Response, ApiError> {
+    Ok(Json(s.list_trunks().await?).into_response())
+}

@@ -1,0 +1,12 @@
+//! The access layer: a [`service::CampaignService`] that every entry point uses (HTTP API, CLI),
+//! and the HTTP API under `/v1/` built on it ([`http::router`]).
+//!
+//! Errors leave as JSON `{"error": {"code": "...", "message": "..."}}` with a stable code per
+//! cause (see [`error::ApiError`]) and a 4xx status for anything the caller can fix.
+
+pub mod error;
+pub mod http;
+pub mod service;
+
+pub use error::ApiError;
+pub use service::CampaignService;

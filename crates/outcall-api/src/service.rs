@@ -1,0 +1,330 @@
+//! The campaign service: what an operator can do, whatever the entry point.
+
+use crate::error::ApiError;
+use outcall_domain::campaign::{AttemptId, Campaign, CampaignId, CampaignSpec, LifecycleAction};
+use outcall_domain::mask_number;
+use outcall_domain::number::normalize_e164;
+use outcall_domain::window::zone_for_number;
+use outcall_pool::NumberVault;
+use outcall_scheduler::{CampaignLive, Clock, SchedulerHandle};
+use outcall_store::{AttemptRecord, CampaignCounts, NewContact, Store, TrunkRecord};
+use outcall_telephony::TrunkConfig;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Contacts are written to the store in batches of this size.
+const BATCH: usize = 5000;
+/// At most this many rejected rows are listed one by one in an import report.
+const MAX_LISTED_ERRORS: usize = 1000;
+
+/// One contact row before normalisation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    pub number: String,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A rejected row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// 1-based line in the file (CSV: the header is line 1), or index + 1 in a JSON array.
+    pub line: u64,
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub rows: u64,
+    pub added: u64,
+    pub duplicates: u64,
+    pub invalid: u64,
+    /// The first rejected rows with their reasons.
+    pub errors: Vec<RowError>,
+}
+
+/// Campaign statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignStats {
+    pub campaign: Campaign,
+    #[serde(flatten)]
+    pub counts: CampaignCounts,
+    pub live: CampaignLive,
+}
+
+/// Everything the entry points need.
+pub struct CampaignService {
+    pub store: Arc<dyn Store>,
+    pub vault: Arc<NumberVault>,
+    pub scheduler: Option<SchedulerHandle>,
+    pub clock: Clock,
+    /// Country code for national numbers (`86`).
+    pub default_country_code: String,
+}
+
+impl CampaignService {
+    pub async fn create_campaign(&self, spec: CampaignSpec) -> Result<Campaign, ApiError> {
+        spec.validate()
+            .map_err(|e| ApiError::InvalidCampaign(e.to_string()))?;
+        Ok(self.store.create_campaign(&spec, self.clock.now()).await?)
+    }
+
+    pub async fn get_campaign(&self, id: CampaignId) -> Result<Campaign, ApiError> {
+        Ok(self.store.get_campaign(id).await?)
+    }
+
+    pub async fn list_campaigns(&self) -> Result<Vec<Campaign>, ApiError> {
+        Ok(self.store.list_campaigns().await?)
+    }
+
+    /// Start, pause, resume, cancel.
+    pub async fn act(&self, id: CampaignId, action: LifecycleAction) -> Result<Campaign, ApiError> {
+        let c = self.store.get_campaign(id).await?;
+        let to = c
+            .status
+            .apply(action)
+            .map_err(|e| ApiError::IllegalTransition(e.to_string()))?;
+        let c = self
+            .store
+            .set_campaign_status(id, c.status, to, self.clock.now())
+            .await?;
+        if let Some(s) = &self.scheduler {
+            s.reload(id);
+        }
+        Ok(c)
+    }
+
+    /// Normalises, protects and adds contacts; invalid rows are reported with their line and
+    /// the others are added.
+    pub async fn add_contacts(
+        &self,
+        id: CampaignId,
+        rows: impl IntoIterator<Item = (u64, Result<ContactInput, String>)>,
+    ) -> Result<ImportReport, ApiError> {
+        let c = self.store.get_campaign(id).await?;
+        if c.status.is_final() {
+            return Err(ApiError::IllegalTransition(format!(
+                "cannot add contacts to a campaign that is {}",
+                c.status
+            )));
+        }
+        let mut report = ImportReport::default();
+        let mut batch = Vec::with_capacity(BATCH);
+        for (line, row) in rows {
+            report.rows += 1;
+            match row.and_then(|r| self.protect(r)) {
+                Ok(nc) => batch.push(nc),
+                Err(reason) => {
+                    report.invalid += 1;
+                    if report.errors.len() < MAX_LISTED_ERRORS {
+                        report.errors.push(RowError { line, reason });
+                    }
+                }
+            }
+            if batch.len() >= BATCH {
+                self.flush(id, &mut batch, &mut report).await?;
+            }
+        }
+        self.flush(id, &mut batch, &mut report).await?;
+        if let Some(s) = &self.scheduler {
+            s.reload(id);
+        }
+        Ok(report)
+    }
+
+    async fn flush(
+        &self,
+        id: CampaignId,
+        batch: &mut Vec<NewContact>,
+        report: &mut ImportReport,
+    ) -> Result<(), ApiError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let r = self.store.add_contacts(id, batch, self.clock.now()).await?;
+        report.added += r.added;
+        report.duplicates += r.duplicates;
+        batch.clear();
+        Ok(())
+    }
+
+    fn protect(&self, r: ContactInput) -> Result<NewContact, String> {
+        let e164 = normalize_e164(&r.number, &self.default_country_code)
+            .map_err(|e| format!("invalid number: {e}"))?;
+        Ok(NewContact {
+            number_hash: self.vault.blind_index(&e164),
+            number_enc: self.vault.encrypt(&e164),
+            masked: mask_number(&e164),
+            time_zone: zone_for_number(&e164).map(str::to_string),
+            priority: r.priority,
+            variables: serde_json::Value::Object(r.variables),
+        })
+    }
+
+    /// Imports CSV: a header line, the number in `number_column` (default `number`), an optional
+    /// `priority` column, every other column a script variable. Streams the reader.
+    pub async fn import_csv<R: std::io::Read>(
+        &self,
+        id: CampaignId,
+        reader: R,
+        number_column: &str,
+    ) -> Result<ImportReport, ApiError> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(reader);
+        let headers = rdr
+            .headers()
+            .map_err(|e| ApiError::InvalidRequest(format!("csv header: {e}")))?
+            .clone();
+        let num_idx = headers
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(number_column))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "csv has no `{number_column}` column (columns: {})",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+        let prio_idx = headers
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case("priority"));
+        let rows = rdr.into_records().map(move |rec| {
+            let line = rec
+                .as_ref()
+                .ok()
+                .and_then(|r| r.position())
+                .map(|p| p.line());
+            match rec {
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    (line, Err(format!("unreadable row: {e}")))
+                }
+                Ok(r) => {
+                    let line = line.unwrap_or(0);
+                    let Some(number) = r.get(num_idx) else {
+                        return (
+                            line,
+                            Err(format!("missing `{}` column", headers[num_idx].to_string())),
+                        );
+                    };
+                    let priority = match prio_idx.and_then(|i| r.get(i)).filter(|p| !p.is_empty()) {
+                        Some(p) => match p.parse::<i32>() {
+                            Ok(p) => p,
+                            Err(_) => {
+                                return (line, Err(format!("priority `{p}` is not an integer")))
+                            }
+                        },
+                        None => 0,
+                    };
+                    let mut variables = serde_json::Map::new();
+                    for (i, (h, v)) in headers.iter().zip(r.iter()).enumerate() {
+                        if i != num_idx && Some(i) != prio_idx {
+                            variables
+                                .insert(h.to_string(), serde_json::Value::String(v.to_string()));
+                        }
+                    }
+                    (
+                        line,
+                        Ok(ContactInput {
+                            number: number.to_string(),
+                            priority,
+                            variables,
+                        }),
+                    )
+                }
+            }
+        });
+        self.add_contacts(id, rows).await
+    }
+
+    /// Imports a JSON array of `{"number": …, "priority": …, "variables": {…}}` or of strings.
+    pub async fn import_json(&self, id: CampaignId, body: &[u8]) -> Result<ImportReport, ApiError> {
+        let items: Vec<serde_json::Value> = serde_json::from_slice(body)
+            .map_err(|e| ApiError::InvalidRequest(format!("body is not a JSON array: {e}")))?;
+        let rows = items.into_iter().enumerate().map(|(i, v)| {
+            let line = i as u64 + 1;
+            let row = match v {
+                serde_json::Value::String(s) => Ok(ContactInput {
+                    number: s,
+                    priority: 0,
+                    variables: Default::default(),
+                }),
+                other => serde_json::from_value::<ContactInput>(other).map_err(|e| e.to_string()),
+            };
+            (line, row)
+        });
+        self.add_contacts(id, rows).await
+    }
+
+    pub async fn stats(&self, id: CampaignId) -> Result<CampaignStats, ApiError> {
+        let campaign = self.store.get_campaign(id).await?;
+        let counts = self.store.campaign_counts(id).await?;
+        let live = self
+            .scheduler
+            .as_ref()
+            .map(|s| s.live(id))
+            .unwrap_or_default();
+        Ok(CampaignStats {
+            campaign,
+            counts,
+            live,
+        })
+    }
+
+    pub async fn attempts(
+        &self,
+        id: CampaignId,
+        after: Option<AttemptId>,
+        limit: u32,
+    ) -> Result<Vec<AttemptRecord>, ApiError> {
+        self.store.get_campaign(id).await?;
+        Ok(self
+            .store
+            .list_attempts(id, after, limit.clamp(1, 1000))
+            .await?)
+    }
+
+    /// Adds or replaces a trunk. Literal passwords are refused: use `password_env` or
+    /// `password_file`, so no secret lands in the database.
+    pub async fn upsert_trunk(&self, trunk: TrunkConfig) -> Result<TrunkConfig, ApiError> {
+        if trunk.name.trim().is_empty() || trunk.host.trim().is_empty() {
+            return Err(ApiError::InvalidTrunk("name and host are required".into()));
+        }
+        if trunk.password.is_some() {
+            return Err(ApiError::InvalidTrunk(
+                "a stored trunk takes its password from password_env or password_file".into(),
+            ));
+        }
+        if trunk.max_cps.is_some_and(|c| c <= 0.0) || trunk.max_concurrent == Some(0) {
+            return Err(ApiError::InvalidTrunk(
+                "max_cps and max_concurrent must be positive".into(),
+            ));
+        }
+        let config = serde_json::to_value(&trunk).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.store
+            .upsert_trunk(&TrunkRecord {
+                name: trunk.name.clone(),
+                config,
+            })
+            .await?;
+        if let Some(s) = &self.scheduler {
+            s.reload_trunks();
+        }
+        Ok(trunk)
+    }
+
+    pub async fn list_trunks(&self) -> Result<Vec<serde_json::Value>, ApiError> {
+        Ok(self
+            .store
+            .list_trunks()
+            .await?
+            .into_iter()
+            .map(|t| t.config)
+            .collect())
+    }
+}

@@ -1,0 +1,180 @@
+//! The composition root: builds the embedded node (SQLite store, number vault, SIP user agent,
+//! scheduler, campaign service) from one config, for `serve` and `campaign run`.
+
+use anyhow::{Context, Result};
+use outcall_api::CampaignService;
+use outcall_domain::classify::ClassificationConfig;
+use outcall_domain::Classifier;
+use outcall_pool::NumberVault;
+use outcall_scheduler::{Clock, SchedulerConfig, SchedulerDeps, SchedulerHandle};
+use outcall_store::sqlite::SqliteStore;
+use outcall_store::{Store, TrunkRecord};
+use outcall_telephony::{SipUserAgent, TrunkConfig, UaConfig};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `outcall.toml`: everything a node needs. Every field has a default, so no file is needed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// SQLite database, number keys and recordings live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// HTTP API address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Country code for national numbers.
+    #[serde(default = "default_cc")]
+    pub default_country_code: String,
+    /// Seconds calls in flight may take to finish on shutdown.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+    /// Calls in progress on this node, all campaigns together.
+    #[serde(default = "default_node_concurrency")]
+    pub max_concurrent_calls: u32,
+    #[serde(default)]
+    pub ua: UaConfig,
+    /// Trunks written to the store at start (the API can add more).
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
+    #[serde(default)]
+    pub classification: ClassificationConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("outcall-data")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_cc() -> String {
+    "86".into()
+}
+fn default_grace() -> u64 {
+    30
+}
+fn default_node_concurrency() -> u32 {
+    2000
+}
+
+impl AppConfig {
+    /// Reads the config file (if any) and applies `OUTCALL_DATA_DIR` / `OUTCALL_LISTEN`.
+    pub fn load(path: Option<&Path>) -> Result<AppConfig> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?,
+            None => String::new(),
+        };
+        let mut cfg: AppConfig = toml::from_str(&text).with_context(|| match path {
+            Some(p) => format!("invalid config {}", p.display()),
+            None => "invalid default config".into(),
+        })?;
+        if let Ok(d) = std::env::var("OUTCALL_DATA_DIR") {
+            cfg.data_dir = d.into();
+        }
+        if let Ok(l) = std::env::var("OUTCALL_LISTEN") {
+            cfg.listen = l.parse().context("OUTCALL_LISTEN is not host:port")?;
+        }
+        Ok(cfg)
+    }
+}
+
+/// A running embedded node.
+pub struct App {
+    pub service: Arc<CampaignService>,
+    pub scheduler: SchedulerHandle,
+    pub ua: SipUserAgent,
+    pub grace: Duration,
+}
+
+impl App {
+    pub async fn start(cfg: &AppConfig, extra_trunks: &[TrunkConfig]) -> Result<App> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&cfg.data_dir.join("outcall.db"))
+                .await
+                .context("cannot open the database")?,
+        );
+        let vault = Arc::new(
+            NumberVault::load_or_create(&cfg.data_dir.join("keys/number.keys"))
+                .context("cannot load number keys")?,
+        );
+        for t in cfg.trunks.iter().chain(extra_trunks) {
+            if t.password.is_some() {
+                anyhow::bail!(
+                    "trunk `{}`: give its password with password_env or password_file",
+                    t.name
+                );
+            }
+            store
+                .upsert_trunk(&TrunkRecord {
+                    name: t.name.clone(),
+                    config: serde_json::to_value(t)?,
+                })
+                .await?;
+        }
+        let ua = SipUserAgent::start(cfg.ua.clone(), Classifier::from_config(&cfg.classification))
+            .await
+            .context("cannot start the SIP user agent")?;
+        let clock = Clock::system();
+        let deps = SchedulerDeps {
+            store: store.clone(),
+            engine: Arc::new(ua.clone()),
+            vault: vault.clone(),
+            clock,
+        };
+        let sched_cfg = SchedulerConfig {
+            node: cfg.ua.node.clone(),
+            max_concurrent: cfg.max_concurrent_calls,
+            recordings_dir: Some(cfg.data_dir.join("recordings")),
+            ..SchedulerConfig::default()
+        };
+        let scheduler = outcall_scheduler::start(deps, sched_cfg).await?;
+        let service = Arc::new(CampaignService {
+            store,
+            vault,
+            scheduler: Some(scheduler.clone()),
+            clock,
+            default_country_code: cfg.default_country_code.clone(),
+        });
+        Ok(App {
+            service,
+            scheduler,
+            ua,
+            grace: Duration::from_secs(cfg.shutdown_grace_secs),
+        })
+    }
+
+    /// Drains: no new calls, calls in flight finish (up to the grace period), then SIP stops.
+    pub async fn shutdown(&self) {
+        self.scheduler.shutdown(self.grace).await;
+        self.ua.shutdown();
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,52 @@
+//! `outcall serve`: the whole product in one process (embedded store, queue and bus).
+
+use super::app::{terminated, App, AppConfig};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing::info;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (`outcall.toml`); every setting has a default.
+    #[arg(long, short = 'c', env = "OUTCALL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP API address (overrides the config).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (overrides the config).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub async fn run(a: ServeArgs) -> Result<ExitCode> {
+    let mut cfg = AppConfig::load(a.config.as_deref())?;
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = a.data_dir {
+        cfg.data_dir = d;
+    }
+    let app = App::start(&cfg, &[]).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, sip = %app.ua.local_addr(), "outcall serving");
+    eprintln!(
+        "outcall: api on http://{addr}, sip on {}",
+        app.ua.local_addr()
+    );
+    let router = outcall_api::http::router(app.service.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            terminated().await;
+            info!("shutting down");
+        })
+        .await?;
+    app.shutdown().await;
+    eprintln!("outcall: stopped");
+    Ok(ExitCode::SUCCESS)
+}
