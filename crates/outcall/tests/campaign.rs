@@ -1,0 +1,440 @@
+//! Campaigns end to end: the `outcall` binary on embedded SQLite against a SIPp carrier whose
+//! scenario (`tests/sipp/uas_mix.xml`) answers by the dialed number's last digit: 0-5 answer,
+//! 6-7 busy, 8 rings until our CANCEL, 9 is an empty number (404, Q.850 1).
+#![allow(clippy::disallowed_methods)] // plain threads here: no tokio runtime to block
+
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_outcall")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIPp carrier with a message trace (to count the INVITEs it really received).
+fn carrier(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(repo().join("tests/sipp/uas_mix.xml"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-nostdin", "-trace_msg", "-message_file"])
+        .arg(dir.join("sipp_messages.log"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp is installed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Proc(child), port)
+}
+
+/// Distinct Call-IDs of the INVITEs SIPp received.
+fn invites_seen(dir: &Path) -> HashSet<String> {
+    let log = std::fs::read_to_string(dir.join("sipp_messages.log")).unwrap_or_default();
+    let mut ids = HashSet::new();
+    for chunk in log.split("message received") {
+        let body: Vec<&str> = chunk
+            .lines()
+            .skip_while(|l| {
+                !l.starts_with("INVITE ")
+                    && !l.starts_with("SIP/2.0")
+                    && !l.starts_with("ACK")
+                    && !l.starts_with("BYE")
+                    && !l.starts_with("CANCEL")
+            })
+            .collect();
+        if body.first().is_some_and(|l| l.starts_with("INVITE ")) {
+            if let Some(id) = body.iter().find_map(|l| l.strip_prefix("Call-ID:")) {
+                ids.insert(id.trim().to_string());
+            }
+        }
+    }
+    ids
+}
+
+fn numbers(n: u32) -> String {
+    let mut s = String::from("number,name\n");
+    for i in 0..n {
+        s.push_str(&format!("138{i:08},Customer {i}\n"));
+    }
+    s
+}
+
+fn campaign_json(busy_delay: u64) -> Value {
+    serde_json::json!({
+        "name": "e2e",
+        "trunks": ["sipp"],
+        "max_concurrent": 20,
+        "max_cps": 60,
+        "ring_timeout_secs": 1,
+        "max_duration_secs": 1,
+        "retry": { "max_attempts": 5, "rules": {
+            "busy": { "delay_secs": busy_delay, "retries": 2 },
+            "no_answer": { "delay_secs": 2, "retries": 1 },
+            "failed": { "delay_secs": 1, "retries": 3 } } }
+    })
+}
+
+/// The expected final outcomes for `n` numbers `138000000NN`.
+fn expected(n: u32) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for i in 0..n {
+        let o = match i % 10 {
+            0..=5 => "answered_human",
+            6 | 7 => "busy",
+            8 => "no_answer",
+            _ => "empty_number",
+        };
+        *m.entry(o.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn campaign_run_finishes_with_the_carrier_outcomes_and_retries_busy_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sipp, port) = carrier(dir.path());
+    let campaign = format!(
+        r#"
+[[trunks]]
+name = "sipp"
+host = "127.0.0.1"
+port = {port}
+
+[campaign]
+name = "e2e run"
+trunks = ["sipp"]
+max_concurrent = 30
+max_cps = 80
+ring_timeout_secs = 1
+max_duration_secs = 1
+[campaign.retry]
+max_attempts = 5
+rules = {{ busy = {{ delay_secs = 3, retries = 2 }}, no_answer = {{ delay_secs = 2, retries = 1 }} }}
+"#
+    );
+    std::fs::write(dir.path().join("campaign.toml"), campaign).unwrap();
+    std::fs::write(dir.path().join("numbers.csv"), numbers(300)).unwrap();
+    let out = Command::new(bin())
+        .args(["campaign", "run", "--file"])
+        .arg(dir.path().join("campaign.toml"))
+        .arg("--contacts")
+        .arg(dir.path().join("numbers.csv"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("completed"), "{stdout}");
+    for (o, n) in expected(300) {
+        assert!(
+            stdout.contains(&format!("| {o} | {n} |")),
+            "final {o}={n} in\n{stdout}"
+        );
+    }
+    // Busy numbers: first attempt and two retries; no answer: one retry.
+    assert!(stdout.contains("| busy | 180 |"), "{stdout}");
+    assert!(stdout.contains("| no_answer | 60 |"), "{stdout}");
+    assert!(stdout.contains("300 contacts, 450 attempts"), "{stdout}");
+    // SIPp saw exactly one INVITE transaction per attempt.
+    assert_eq!(invites_seen(dir.path()).len(), 450);
+
+    // The store now answers through `outcall serve` on the same data dir: busy retries were
+    // spaced by at least their 3 s delay.
+    let api = free_port();
+    let _serve = serve(&dir.path().join("data"), None, api);
+    let attempts = all_attempts(api, 1);
+    assert_eq!(attempts.len(), 450);
+    let mut by_contact: BTreeMap<i64, Vec<(u64, String)>> = BTreeMap::new();
+    for a in &attempts {
+        let cdr = &a["cdr"];
+        by_contact
+            .entry(a["contact_id"].as_i64().unwrap())
+            .or_default()
+            .push((
+                cdr["invite_at_ms"].as_u64().unwrap(),
+                a["outcome"].as_str().unwrap().into(),
+            ));
+    }
+    let mut checked = 0;
+    for tries in by_contact.values().filter(|t| t[0].1 == "busy") {
+        assert_eq!(tries.len(), 3);
+        for w in tries.windows(2) {
+            assert!(
+                w[1].0 - w[0].0 >= 3000,
+                "busy retry after {} ms",
+                w[1].0 - w[0].0
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 60);
+    // No clear number in the database or its side files.
+    for e in std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .flatten()
+    {
+        if e.path().is_file() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            assert!(
+                !bytes.windows(11).any(|w| w == b"13800000012"),
+                "{}",
+                e.path().display()
+            );
+        }
+    }
+}
+
+fn serve(data: &Path, config: Option<&Path>, api: u16) -> Proc {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{api}"),
+        "--data-dir",
+    ])
+    .arg(data);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", api)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proc(child)
+}
+
+fn curl(method: &str, url: &str, body: Option<(&str, &str)>) -> Value {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-X", method, url]);
+    if let Some((ct, b)) = body {
+        cmd.args(["-H", &format!("content-type: {ct}"), "--data-binary", b]);
+    }
+    let out = cmd.output().expect("curl is installed");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{method} {url}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn all_attempts(api: u16, campaign: i64) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = curl(
+            "GET",
+            &format!(
+                "http://127.0.0.1:{api}/v1/campaigns/{campaign}/attempts?after={after}&limit=200"
+            ),
+            None,
+        );
+        let list = page["attempts"].as_array().unwrap().clone();
+        all.extend(list);
+        match page["next_after"].as_i64() {
+            Some(n) => after = n,
+            None => return all,
+        }
+    }
+}
+
+fn stats(api: u16, id: i64) -> Value {
+    curl(
+        "GET",
+        &format!("http://127.0.0.1:{api}/v1/campaigns/{id}/stats"),
+        None,
+    )
+}
+
+fn config(dir: &Path, sip_port: u16) -> PathBuf {
+    let p = dir.join("outcall.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "shutdown_grace_secs = 20\n[ua]\nnode = \"node-a\"\n[[trunks]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\nport = {sip_port}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Creates and starts a campaign of `n` contacts through the API; returns its id.
+fn launch(api: u16, n: u32, busy_delay: u64) -> i64 {
+    let base = format!("http://127.0.0.1:{api}/v1/campaigns");
+    let c = curl(
+        "POST",
+        &base,
+        Some(("application/json", &campaign_json(busy_delay).to_string())),
+    );
+    let id = c["id"].as_i64().unwrap_or_else(|| panic!("{c}"));
+    let r = curl(
+        "POST",
+        &format!("{base}/{id}/contacts"),
+        Some(("text/csv", &numbers(n))),
+    );
+    assert_eq!(r["added"], n as u64, "{r}");
+    let s = curl("POST", &format!("{base}/{id}/start"), None);
+    assert_eq!(s["status"], "running", "{s}");
+    id
+}
+
+fn wait_for(api: u16, id: i64, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = stats(api, id);
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn kill_9_mid_campaign_then_restart_loses_nothing_and_dials_no_attempt_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_sipp, port) = carrier(dir.path());
+    let cfg = config(dir.path(), port);
+    let api = free_port();
+    let mut first = serve(&data, Some(&cfg), api);
+    let id = launch(api, 200, 2);
+    // Let it get going, with calls in flight, then kill -9.
+    wait_for(api, id, Duration::from_secs(60), |s| {
+        s["attempts"].as_u64().unwrap_or(0) >= 60
+    });
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    drop(first);
+    let _second = serve(&data, Some(&cfg), api);
+    let s = wait_for(api, id, Duration::from_secs(120), |s| {
+        s["campaign"]["status"] == "completed"
+    });
+    assert_eq!(s["contacts"]["done"], 200, "{s}");
+    assert!(s["contacts"].get("pending").is_none() && s["contacts"].get("dialing").is_none());
+    // Every contact ended with the carrier's outcome for its number (retries absorbed restarts).
+    let finals: BTreeMap<String, u64> =
+        serde_json::from_value(s["final_outcomes"].clone()).unwrap();
+    assert_eq!(finals, expected(200), "{s}");
+
+    let attempts = all_attempts(api, id);
+    assert_eq!(attempts.len() as u64, s["attempts"].as_u64().unwrap());
+    let restarted: Vec<&Value> = attempts
+        .iter()
+        .filter(|a| a["cause"] == "node_restart")
+        .collect();
+    assert!(!restarted.is_empty(), "calls were in flight at the kill");
+    assert!(restarted
+        .iter()
+        .all(|a| a["outcome"] == "failed" && a["cdr"].is_null()));
+    // No attempt was dialed twice: every CDR has its own Call-ID, SIPp saw each of them once,
+    // and SIPp saw no INVITE beyond one per attempt.
+    let cdr_ids: Vec<String> = attempts
+        .iter()
+        .filter_map(|a| a["cdr"]["call_id"].as_str().map(str::to_string))
+        .collect();
+    let unique: HashSet<&String> = cdr_ids.iter().collect();
+    assert_eq!(unique.len(), cdr_ids.len(), "a Call-ID was used twice");
+    let seen = invites_seen(dir.path());
+    assert!(
+        cdr_ids.iter().all(|c| seen.contains(c)),
+        "every CDR's INVITE reached the carrier"
+    );
+    assert!(
+        seen.len() <= attempts.len(),
+        "{} INVITEs for {} attempts",
+        seen.len(),
+        attempts.len()
+    );
+    assert!(seen.len() >= cdr_ids.len());
+}
+
+#[test]
+fn sigterm_drains_calls_in_flight_and_leaves_no_open_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_sipp, port) = carrier(dir.path());
+    let cfg = config(dir.path(), port);
+    let api = free_port();
+    let mut node = serve(&data, Some(&cfg), api);
+    let id = launch(api, 100, 2);
+    wait_for(api, id, Duration::from_secs(60), |s| {
+        s["live"]["active"].as_u64().unwrap_or(0) >= 5
+    });
+    let t0 = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = node.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "drained within the grace period"
+    );
+    drop(node);
+    // Restart: nothing was left open, so no attempt is closed as node_restart.
+    let _again = serve(&data, Some(&cfg), api);
+    wait_for(api, id, Duration::from_secs(120), |s| {
+        s["campaign"]["status"] == "completed"
+    });
+    let attempts = all_attempts(api, id);
+    assert!(!attempts.is_empty());
+    assert!(
+        attempts.iter().all(|a| a["cause"].is_null()),
+        "no attempt needed reconciling"
+    );
+    assert!(
+        attempts.iter().all(|a| !a["outcome"].is_null()),
+        "every attempt has its outcome"
+    );
+}
