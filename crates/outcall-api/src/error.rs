@@ -18,6 +18,8 @@ pub enum ApiError {
     CampaignNotFound(i64),
     #[error("{0}")]
     NotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     #[error("{0}")]
     IllegalTransition(String),
     #[error("{0}")]
@@ -38,6 +40,7 @@ impl ApiError {
             ApiError::InvalidTrunk(_) => "invalid_trunk",
             ApiError::CampaignNotFound(_) => "campaign_not_found",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::IllegalTransition(_) => "illegal_transition",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -52,6 +55,7 @@ impl ApiError {
             | ApiError::InvalidCampaign(_)
             | ApiError::InvalidTrunk(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::CampaignNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IllegalTransition(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

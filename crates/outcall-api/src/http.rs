@@ -14,6 +14,7 @@
 use crate::error::ApiError;
 use crate::service::CampaignService;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +42,7 @@ pub fn router(service: Arc<CampaignService>) -> Router {
         .route("/v1/campaigns/{id}/{action}", post(lifecycle))
         .route("/v1/trunks", post(upsert_trunk).get(list_trunks))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
 }
@@ -52,13 +54,28 @@ fn id(raw: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::InvalidRequest(format!("`{raw}` is not a campaign id")))
 }
 
+/// The request body, or the API error for a body that could not be read (too large: 413
+/// `payload_too_large`, as JSON like every other error).
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(BODY_LIMIT)
+        } else {
+            ApiError::InvalidRequest(e.body_text())
+        }
+    })
+}
+
 fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
 }
 
-async fn create_campaign(State(s): Svc, body: Bytes) -> Result<Response, ApiError> {
-    let spec: CampaignSpec = json(&body)?;
+async fn create_campaign(
+    State(s): Svc,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec: CampaignSpec = json(&body(b)?)?;
     let c = s.create_campaign(spec).await?;
     Ok((StatusCode::CREATED, Json(c)).into_response())
 }
@@ -79,11 +96,13 @@ struct ContactsQuery {
 async fn add_contacts(
     State(s): Svc,
     Path(raw): Path<String>,
-    Query(q): Query<ContactsQuery>,
+    q: Result<Query<ContactsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = id(&raw)?;
+    let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let body = body(b)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -150,8 +169,11 @@ async fn attempts(
     Ok(Json(serde_json::json!({ "attempts": list, "next_after": next })).into_response())
 }
 
-async fn upsert_trunk(State(s): Svc, body: Bytes) -> Result<Response, ApiError> {
-    let t: TrunkConfig = serde_json::from_slice(&body)
+async fn upsert_trunk(
+    State(s): Svc,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t: TrunkConfig = serde_json::from_slice(&body(b)?)
         .map_err(|e| ApiError::InvalidTrunk(format!("invalid trunk: {e}")))?;
     Ok(Json(s.upsert_trunk(t).await?).into_response())
 }

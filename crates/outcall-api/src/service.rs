@@ -10,7 +10,8 @@ use outcall_scheduler::{CampaignLive, Clock, SchedulerHandle};
 use outcall_store::{AttemptRecord, CampaignCounts, NewContact, Store, TrunkRecord};
 use outcall_telephony::TrunkConfig;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 /// Contacts are written to the store in batches of this size.
 const BATCH: usize = 5000;
@@ -173,10 +174,23 @@ impl CampaignService {
         reader: R,
         number_column: &str,
     ) -> Result<ImportReport, ApiError> {
+        let lines = Arc::new(Mutex::new(LineStarts::new()));
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
             .trim(csv::Trim::All)
-            .from_reader(reader);
+            .from_reader(LineCounting {
+                inner: reader,
+                lines: lines.clone(),
+            });
+        let line_of = move |p: Option<&csv::Position>| {
+            p.map(|p| {
+                lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .line_at(p.byte())
+            })
+            .unwrap_or(0)
+        };
         let headers = rdr
             .headers()
             .map_err(|e| ApiError::InvalidRequest(format!("csv header: {e}")))?
@@ -193,50 +207,34 @@ impl CampaignService {
         let prio_idx = headers
             .iter()
             .position(|h| h.eq_ignore_ascii_case("priority"));
-        let rows = rdr.into_records().map(move |rec| {
-            let line = rec
-                .as_ref()
-                .ok()
-                .and_then(|r| r.position())
-                .map(|p| p.line());
-            match rec {
-                Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    (line, Err(format!("unreadable row: {e}")))
-                }
-                Ok(r) => {
-                    let line = line.unwrap_or(0);
-                    let Some(number) = r.get(num_idx) else {
-                        return (
-                            line,
-                            Err(format!("missing `{}` column", headers[num_idx].to_string())),
-                        );
-                    };
-                    let priority = match prio_idx.and_then(|i| r.get(i)).filter(|p| !p.is_empty()) {
-                        Some(p) => match p.parse::<i32>() {
-                            Ok(p) => p,
-                            Err(_) => {
-                                return (line, Err(format!("priority `{p}` is not an integer")))
-                            }
-                        },
-                        None => 0,
-                    };
-                    let mut variables = serde_json::Map::new();
-                    for (i, (h, v)) in headers.iter().zip(r.iter()).enumerate() {
-                        if i != num_idx && Some(i) != prio_idx {
-                            variables
-                                .insert(h.to_string(), serde_json::Value::String(v.to_string()));
-                        }
+        let rows = rdr.into_records().map(move |rec| match rec {
+            Err(e) => (line_of(e.position()), Err(format!("unreadable row: {e}"))),
+            Ok(r) => {
+                let line = line_of(r.position());
+                let Some(number) = r.get(num_idx) else {
+                    return (line, Err(format!("missing `{}` column", &headers[num_idx])));
+                };
+                let priority = match prio_idx.and_then(|i| r.get(i)).filter(|p| !p.is_empty()) {
+                    Some(p) => match p.parse::<i32>() {
+                        Ok(p) => p,
+                        Err(_) => return (line, Err(format!("priority `{p}` is not an integer"))),
+                    },
+                    None => 0,
+                };
+                let mut variables = serde_json::Map::new();
+                for (i, (h, v)) in headers.iter().zip(r.iter()).enumerate() {
+                    if i != num_idx && Some(i) != prio_idx {
+                        variables.insert(h.to_string(), serde_json::Value::String(v.to_string()));
                     }
-                    (
-                        line,
-                        Ok(ContactInput {
-                            number: number.to_string(),
-                            priority,
-                            variables,
-                        }),
-                    )
                 }
+                (
+                    line,
+                    Ok(ContactInput {
+                        number: number.to_string(),
+                        priority,
+                        variables,
+                    }),
+                )
             }
         });
         self.add_contacts(id, rows).await
@@ -246,18 +244,10 @@ impl CampaignService {
     pub async fn import_json(&self, id: CampaignId, body: &[u8]) -> Result<ImportReport, ApiError> {
         let items: Vec<serde_json::Value> = serde_json::from_slice(body)
             .map_err(|e| ApiError::InvalidRequest(format!("body is not a JSON array: {e}")))?;
-        let rows = items.into_iter().enumerate().map(|(i, v)| {
-            let line = i as u64 + 1;
-            let row = match v {
-                serde_json::Value::String(s) => Ok(ContactInput {
-                    number: s,
-                    priority: 0,
-                    variables: Default::default(),
-                }),
-                other => serde_json::from_value::<ContactInput>(other).map_err(|e| e.to_string()),
-            };
-            (line, row)
-        });
+        let rows = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64 + 1, json_row(v)));
         self.add_contacts(id, rows).await
     }
 
@@ -326,5 +316,141 @@ impl CampaignService {
             .into_iter()
             .map(|t| t.config)
             .collect())
+    }
+}
+
+/// One element of a JSON contacts array. Reasons never quote a value: a number given as a
+/// JSON number (or in the wrong field) must not come back in clear in the report.
+fn json_row(v: serde_json::Value) -> Result<ContactInput, String> {
+    use serde_json::Value;
+    fn kind(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a JSON number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        }
+    }
+    let mut o = match v {
+        Value::String(number) => {
+            return Ok(ContactInput {
+                number,
+                priority: 0,
+                variables: Default::default(),
+            })
+        }
+        Value::Object(o) => o,
+        other => {
+            return Err(format!(
+                "a contact must be a string or an object with a `number` string, not {}",
+                kind(&other)
+            ))
+        }
+    };
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["number", "priority", "variables"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown field `{k}`, expected one of `number`, `priority`, `variables`"
+        ));
+    }
+    let number = match o.remove("number") {
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(format!("`number` must be a string, not {}", kind(&other))),
+        None => return Err("missing field `number`".into()),
+    };
+    let priority = match o.remove("priority") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| "`priority` must be a 32-bit integer".to_string())?,
+        Some(other) => {
+            return Err(format!(
+                "`priority` must be an integer, not {}",
+                kind(&other)
+            ))
+        }
+    };
+    let variables = match o.remove("variables") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(format!(
+                "`variables` must be an object, not {}",
+                kind(&other)
+            ))
+        }
+    };
+    Ok(ContactInput {
+        number,
+        priority,
+        variables,
+    })
+}
+
+/// Line numbers of CSV records, counted from the bytes as they are read. The csv crate's own
+/// `Position::line` is one short after a CRLF line end (files saved by Excel) and points at
+/// skipped blank lines, so a rejected row would be reported on the wrong line.
+struct LineStarts {
+    /// `(line, byte offset)` of the non-blank line starts not yet passed.
+    starts: VecDeque<(u64, u64)>,
+    /// A line start whose first byte has not been read yet.
+    pending: Option<(u64, u64)>,
+    line: u64,
+    offset: u64,
+}
+
+impl LineStarts {
+    fn new() -> Self {
+        LineStarts {
+            starts: VecDeque::new(),
+            pending: Some((1, 0)),
+            line: 1,
+            offset: 0,
+        }
+    }
+
+    fn observe(&mut self, b: u8) {
+        if let Some(start) = self.pending.take() {
+            if b != b'\n' && b != b'\r' {
+                self.starts.push_back(start);
+            }
+        }
+        self.offset += 1;
+        if b == b'\n' {
+            self.line += 1;
+            self.pending = Some((self.line, self.offset));
+        }
+    }
+
+    /// The 1-based line of the record the reader started reading at byte `at`: the first
+    /// non-blank line starting there or after (`at` may point at the end of the previous line
+    /// or at skipped blank lines).
+    fn line_at(&mut self, at: u64) -> u64 {
+        while self.starts.front().is_some_and(|&(_, o)| o < at) {
+            self.starts.pop_front();
+        }
+        self.starts.front().map_or(self.line, |&(l, _)| l)
+    }
+}
+
+/// A reader that feeds [`LineStarts`].
+struct LineCounting<R> {
+    inner: R,
+    lines: Arc<Mutex<LineStarts>>,
+}
+
+impl<R: std::io::Read> std::io::Read for LineCounting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        for &b in &buf[..n] {
+            lines.observe(b);
+        }
+        Ok(n)
     }
 }

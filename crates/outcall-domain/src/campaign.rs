@@ -263,7 +263,7 @@ pub enum SpecError {
     NoTrunk,
     #[error("max_concurrent must be between 1 and 100000")]
     Concurrency,
-    #[error("max_cps must be greater than 0 and at most 10000")]
+    #[error("max_cps must be greater than 0 and at most 100000")]
     Cps,
     #[error("ring_timeout_secs must be between 1 and 600")]
     RingTimeout,
@@ -289,7 +289,7 @@ impl CampaignSpec {
         if !(1..=100_000).contains(&self.max_concurrent) {
             return Err(SpecError::Concurrency);
         }
-        if !(self.max_cps > 0.0 && self.max_cps <= 10_000.0) {
+        if !(self.max_cps > 0.0 && self.max_cps <= 100_000.0) {
             return Err(SpecError::Cps);
         }
         if !(1..=600).contains(&self.ring_timeout_secs) {

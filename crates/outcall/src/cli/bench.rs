@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Place N calls at a target calls-per-second against a trunk.
     Sip(SipBenchArgs),
+    /// Scheduler throughput (null call engine) and due-to-INVITE latency (with --trunk).
+    Scheduler(super::bench_scheduler::SchedulerBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +75,7 @@ struct Row {
 pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Sip(a) => sip(a).await,
+        BenchCommand::Scheduler(a) => super::bench_scheduler::run(a).await,
     }
 }
 
