@@ -11,8 +11,14 @@ use outcall_domain::campaign::{
     AttemptId, Campaign, CampaignId, CampaignSpec, CampaignStatus, ContactId, ContactState,
 };
 use outcall_domain::{Cdr, Outcome};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
+
+type PendingKey = (CampaignId, std::cmp::Reverse<i32>, Timestamp, ContactId);
+
+fn pkey(c: &ContactRecord) -> PendingKey {
+    (c.campaign_id, std::cmp::Reverse(c.priority), c.due_at, c.id)
+}
 
 #[derive(Default)]
 struct Data {
@@ -21,6 +27,12 @@ struct Data {
     contacts: BTreeMap<ContactId, ContactRecord>,
     keys: HashSet<(CampaignId, Vec<u8>)>,
     attempts: BTreeMap<AttemptId, (AttemptRecord, Vec<u8>)>,
+    /// Pending contacts in dispatch order: (campaign, -priority, due, id).
+    pending: BTreeSet<PendingKey>,
+    by_contact: HashMap<ContactId, Vec<AttemptId>>,
+    by_number: HashMap<Vec<u8>, Vec<Timestamp>>,
+    open: BTreeSet<AttemptId>,
+    unfinished: HashMap<CampaignId, u64>,
     next_campaign: i64,
     next_contact: i64,
     next_attempt: i64,
@@ -148,6 +160,9 @@ impl Store for MemoryStore {
                         final_outcome: None,
                     },
                 );
+                d.pending
+                    .insert((campaign, std::cmp::Reverse(c.priority), now, id));
+                *d.unfinished.entry(campaign).or_default() += 1;
                 r.added += 1;
             }
             Ok(r)
@@ -161,24 +176,24 @@ impl Store for MemoryStore {
         limit: u32,
     ) -> Result<Vec<ContactRecord>> {
         self.with(|d| {
-            let mut v: Vec<ContactRecord> = d
-                .contacts
-                .values()
-                .filter(|c| {
-                    c.campaign_id == campaign
-                        && c.state == ContactState::Pending
-                        && c.due_at <= until
-                })
-                .cloned()
-                .collect();
-            v.sort_by(|a, b| {
-                b.priority
-                    .cmp(&a.priority)
-                    .then(a.due_at.cmp(&b.due_at))
-                    .then(a.id.cmp(&b.id))
-            });
-            v.truncate(limit as usize);
-            Ok(v)
+            let from = (
+                campaign,
+                std::cmp::Reverse(i32::MAX),
+                Timestamp::MIN,
+                i64::MIN,
+            );
+            let to = (
+                campaign,
+                std::cmp::Reverse(i32::MIN),
+                Timestamp::MAX,
+                i64::MAX,
+            );
+            Ok(d.pending
+                .range(from..=to)
+                .filter(|k| k.2 <= until)
+                .take(limit as usize)
+                .filter_map(|k| d.contacts.get(&k.3).cloned())
+                .collect())
         })
     }
 
@@ -198,7 +213,9 @@ impl Store for MemoryStore {
                 .get_mut(&id)
                 .ok_or_else(|| not_found("contact", id))?;
             if c.state == ContactState::Pending {
+                d.pending.remove(&pkey(c));
                 c.due_at = due_at;
+                d.pending.insert(pkey(c));
             }
             Ok(())
         })
@@ -217,6 +234,7 @@ impl Store for MemoryStore {
             if c.state != ContactState::Pending {
                 return Ok(None);
             }
+            d.pending.remove(&pkey(c));
             c.state = ContactState::Dialing;
             c.attempts += 1;
             let seq = c.attempts;
@@ -235,6 +253,9 @@ impl Store for MemoryStore {
                 cause: None,
                 cdr: None,
             };
+            d.by_contact.entry(contact).or_default().push(id);
+            d.by_number.entry(hash.clone()).or_default().push(now);
+            d.open.insert(id);
             d.attempts.insert(id, (rec, hash));
             Ok(Some(AttemptStart {
                 attempt_id: id,
@@ -262,6 +283,7 @@ impl Store for MemoryStore {
                     "attempt {attempt} is already finished"
                 )));
             }
+            d.open.remove(&attempt);
             a.ended_at = Some(now);
             a.outcome = Some(outcome);
             a.cause = cause.map(str::to_string);
@@ -276,10 +298,14 @@ impl Store for MemoryStore {
                 ContactNext::Retry { due_at } => {
                     c.state = ContactState::Pending;
                     c.due_at = due_at;
+                    d.pending.insert(pkey(c));
                 }
                 ContactNext::Done { outcome } => {
                     c.state = ContactState::Done;
                     c.final_outcome = Some(outcome);
+                    if let Some(u) = d.unfinished.get_mut(&c.campaign_id) {
+                        *u = u.saturating_sub(1);
+                    }
                 }
             }
             Ok(())
@@ -289,11 +315,9 @@ impl Store for MemoryStore {
     async fn outcome_counts(&self, contact: ContactId) -> Result<BTreeMap<Outcome, u32>> {
         self.with(|d| {
             let mut m = BTreeMap::new();
-            for (a, _) in d.attempts.values() {
-                if a.contact_id == contact {
-                    if let Some(o) = a.outcome {
-                        *m.entry(o).or_default() += 1;
-                    }
+            for id in d.by_contact.get(&contact).into_iter().flatten() {
+                if let Some(o) = d.attempts.get(id).and_then(|(a, _)| a.outcome) {
+                    *m.entry(o).or_default() += 1;
                 }
             }
             Ok(m)
@@ -302,18 +326,17 @@ impl Store for MemoryStore {
 
     async fn attempts_to_number_since(&self, number_hash: &[u8], since: Timestamp) -> Result<u32> {
         self.with(|d| {
-            Ok(d.attempts
-                .values()
-                .filter(|(a, h)| h.as_slice() == number_hash && a.started_at >= since)
-                .count() as u32)
+            Ok(d.by_number
+                .get(number_hash)
+                .map_or(0, |v| v.iter().filter(|t| **t >= since).count() as u32))
         })
     }
 
     async fn open_attempts(&self) -> Result<Vec<OpenAttempt>> {
         self.with(|d| {
-            Ok(d.attempts
-                .values()
-                .filter(|(a, _)| a.ended_at.is_none())
+            Ok(d.open
+                .iter()
+                .filter_map(|id| d.attempts.get(id))
                 .map(|(a, _)| OpenAttempt {
                     attempt_id: a.id,
                     contact_id: a.contact_id,
@@ -327,12 +350,7 @@ impl Store for MemoryStore {
     }
 
     async fn unfinished_contacts(&self, campaign: CampaignId) -> Result<u64> {
-        self.with(|d| {
-            Ok(d.contacts
-                .values()
-                .filter(|c| c.campaign_id == campaign && c.state != ContactState::Done)
-                .count() as u64)
-        })
+        self.with(|d| Ok(d.unfinished.get(&campaign).copied().unwrap_or(0)))
     }
 
     async fn next_due(&self, campaign: CampaignId) -> Result<Option<Timestamp>> {
