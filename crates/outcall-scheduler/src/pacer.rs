@@ -3,24 +3,33 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Calls-per-second limit. The bucket holds at most `burst` tokens (1 by default, so calls are
-/// spread evenly) and refills at `rate` per second.
+/// Calls-per-second limit: a token bucket that refills at `rate` per second and holds at most
+/// 20 ms worth of tokens (at least one), so calls are spread evenly yet a timer that wakes a
+/// millisecond late does not lose capacity; plus a sliding one-second window, so no second
+/// ever holds more than `rate` calls.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
     last: Instant,
+    window: std::collections::VecDeque<Instant>,
+    window_cap: usize,
 }
 
 impl TokenBucket {
+    /// A bucket for `rate` calls per second; `burst` is a minimum bucket size.
     pub fn new(rate: f64, burst: f64) -> Self {
-        let burst = burst.max(1.0);
+        let rate = rate.max(1e-6);
+        let burst = burst.max(rate / 50.0).max(1.0);
+        let window_cap = (rate.floor() as usize).clamp(1, 1_000_000);
         TokenBucket {
-            rate: rate.max(1e-6),
+            rate,
             burst,
             tokens: burst,
             last: Instant::now(),
+            window: std::collections::VecDeque::with_capacity(window_cap.min(4096)),
+            window_cap,
         }
     }
 
@@ -30,20 +39,37 @@ impl TokenBucket {
         self.last = now;
     }
 
+    fn window_wait(&mut self, now: Instant) -> Option<Duration> {
+        let second = Duration::from_secs(1);
+        while self
+            .window
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= second)
+        {
+            self.window.pop_front();
+        }
+        if self.window.len() < self.window_cap {
+            return None;
+        }
+        self.window
+            .front()
+            .map(|t| (*t + second).saturating_duration_since(now))
+    }
+
     /// Takes a token, or says how long until one is available.
     pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
+        self.ready(now)?;
+        self.tokens -= 1.0;
+        self.window.push_back(now);
+        Ok(())
     }
 
     /// Whether a token is available, without taking it.
     pub fn ready(&mut self, now: Instant) -> Result<(), Duration> {
         self.refill(now);
+        if let Some(w) = self.window_wait(now) {
+            return Err(w.max(Duration::from_micros(100)));
+        }
         if self.tokens >= 1.0 {
             Ok(())
         } else {
@@ -52,7 +78,7 @@ impl TokenBucket {
     }
 
     pub fn set_rate(&mut self, rate: f64) {
-        self.rate = rate.max(1e-6);
+        *self = TokenBucket::new(rate, 1.0);
     }
 }
 
@@ -110,6 +136,34 @@ mod tests {
         let wait = b.try_take(t0).unwrap_err();
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9);
         assert!(b.try_take(t0 + Duration::from_millis(100)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn high_rates_burst_20_ms_but_never_exceed_the_rate_in_any_second() {
+        let mut b = TokenBucket::new(1000.0, 1.0);
+        let t0 = Instant::now();
+        let mut times = Vec::new();
+        // Poll every 3 ms (a coarse timer) for 3 seconds, taking all that is allowed.
+        for step in 0..1000u64 {
+            let now = t0 + Duration::from_millis(step * 3);
+            while b.try_take(now).is_ok() {
+                times.push(now);
+            }
+        }
+        assert!(
+            times.len() >= 2900,
+            "capacity kept despite the coarse timer: {}",
+            times.len()
+        );
+        for (i, a) in times.iter().enumerate() {
+            let within = times[i..]
+                .iter()
+                .take_while(|t| **t - *a < Duration::from_secs(1))
+                .count();
+            assert!(within <= 1000, "{within} calls in one second");
+        }
+        let first_ms = times.iter().take_while(|t| **t == t0).count();
+        assert!(first_ms <= 20, "a burst is at most 20 ms worth: {first_ms}");
     }
 
     #[tokio::test(start_paused = true)]
