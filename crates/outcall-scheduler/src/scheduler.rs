@@ -95,6 +95,7 @@ enum Msg {
     Finished {
         campaign: CampaignId,
         trunk: String,
+        contact: ContactId,
     },
     Shutdown {
         deadline: Duration,
@@ -218,6 +219,11 @@ struct Scheduler {
     wheel: DelayQueue<Task>,
     ready: BinaryHeap<Task>,
     loaded: HashSet<ContactId>,
+    /// Dispatched contacts whose call task has not reported back yet.
+    starting: HashSet<ContactId>,
+    /// Numbers (blind index) whose attempt is being opened by a call task: not yet counted by
+    /// the store, but counted by frequency caps.
+    opening: Arc<Mutex<HashMap<Vec<u8>, u32>>>,
     wake: Option<Instant>,
     draining: bool,
 }
@@ -242,6 +248,8 @@ pub async fn start(
         wheel: DelayQueue::new(),
         ready: BinaryHeap::new(),
         loaded: HashSet::new(),
+        starting: HashSet::new(),
+        opening: Arc::default(),
         wake: None,
         draining: false,
     };
@@ -397,7 +405,10 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
-                    Some(Msg::Finished { campaign, trunk }) => self.on_finished(campaign, &trunk),
+                    Some(Msg::Finished { campaign, trunk, contact }) => {
+                        self.starting.remove(&contact);
+                        self.on_finished(campaign, &trunk);
+                    }
                     Some(Msg::Reload(id)) => self.reload(id).await,
                     Some(Msg::ReloadTrunks) => self.reload_trunks().await,
                     Some(Msg::Shutdown { deadline, done }) => {
@@ -513,7 +524,7 @@ impl Scheduler {
             if added >= want as usize {
                 break;
             }
-            if !self.loaded.insert(c.id) {
+            if self.starting.contains(&c.id) || !self.loaded.insert(c.id) {
                 continue;
             }
             added += 1;
@@ -667,6 +678,10 @@ impl Scheduler {
             };
             // Frequency caps across campaigns.
             let mut capped = None;
+            let opening = {
+                let m = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+                m.get(&t.contact.number_hash).copied().unwrap_or(0)
+            };
             for cap in &rt.campaign.spec.frequency_caps {
                 let since = add_secs(now, 0)
                     .checked_sub(jiff::SignedDuration::from_secs(cap.per_secs as i64))
@@ -677,7 +692,7 @@ impl Scheduler {
                     .attempts_to_number_since(&t.contact.number_hash, since)
                     .await
                 {
-                    Ok(n) if n >= cap.max_calls => {
+                    Ok(n) if n + opening >= cap.max_calls => {
                         let wait = (cap.per_secs / u64::from(cap.max_calls)).max(1);
                         capped = Some(add_secs(now, wait));
                         break;
@@ -696,26 +711,9 @@ impl Scheduler {
                 self.defer(t, until);
                 continue;
             }
-            let start = match self
-                .deps
-                .store
-                .begin_attempt(t.contact.id, &self.cfg.node, now)
-                .await
-            {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    self.unload(&t);
-                    continue;
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot open attempt");
-                    skipped.push(t);
-                    soonest(Duration::from_millis(500));
-                    break;
-                }
-            };
             self.unload(&t);
-            self.launch(t, trunk_name, start, now, now_i);
+            self.starting.insert(t.contact.id);
+            self.launch(t, trunk_name, now, now_i);
         }
         for t in skipped {
             self.ready.push(t);
@@ -728,14 +726,9 @@ impl Scheduler {
         f(live.entry(id).or_default());
     }
 
-    fn launch(
-        &mut self,
-        t: Task,
-        trunk_name: String,
-        start: outcall_store::AttemptStart,
-        now: Timestamp,
-        now_i: Instant,
-    ) {
+    /// Takes the pacing slots and starts the attempt's task: it opens the attempt in the store
+    /// (before any INVITE, so a crash leaves a record) and places the call.
+    fn launch(&mut self, t: Task, trunk_name: String, now: Timestamp, now_i: Instant) {
         let cid = t.contact.campaign_id;
         let (Some(rt), Some(tr)) = (
             self.campaigns.get_mut(&cid),
@@ -759,12 +752,7 @@ impl Scheduler {
         }
         let spec = &rt.campaign.spec;
         let contact = t.contact.clone();
-        let mut req = CallRequest::new(
-            start.attempt_id.to_string(),
-            String::new(),
-            tr.config.clone(),
-        );
-        req.trace_id = format!("c{cid}-a{}", start.attempt_id);
+        let mut req = CallRequest::new(String::new(), String::new(), tr.config.clone());
         req.caller_id = rt.callers.next_id().map(str::to_string);
         req.prompt = rt.prompt.clone();
         req.after_prompt = match spec.after_prompt {
@@ -776,22 +764,50 @@ impl Scheduler {
         req.max_duration = Duration::from_secs(spec.max_duration_secs);
         req.queued_at_ms = Some(contact.due_at.as_millisecond().max(0) as u64);
         req.cancel = rt.cancel.child_token();
-        if spec.record {
-            if let Some(dir) = &self.cfg.recordings_dir {
-                let d = dir.join(cid.to_string());
-                if std::fs::create_dir_all(&d).is_ok() {
-                    req.record_to = Some(d.join(format!("{}.wav", start.attempt_id)));
-                }
-            }
-        }
+        let record_dir = match (spec.record, &self.cfg.recordings_dir) {
+            (true, Some(dir)) => Some(dir.join(cid.to_string())),
+            _ => None,
+        };
         let retry = spec.retry.clone();
         let deps = self.deps.clone();
         let tx = self.tx.clone();
+        let node = self.cfg.node.clone();
+        let opening = self.opening.clone();
+        *opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(contact.number_hash.clone())
+            .or_default() += 1;
         tokio::spawn(async move {
-            run_attempt(deps, req, contact, start, retry).await;
+            let contact_id = contact.id;
+            let begun = deps.store.begin_attempt(contact_id, &node, now).await;
+            {
+                let mut m = opening.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = m.get_mut(&contact.number_hash) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&contact.number_hash);
+                    }
+                }
+            }
+            match begun {
+                Ok(Some(start)) => {
+                    req.attempt_id = start.attempt_id.to_string();
+                    req.trace_id = format!("c{cid}-a{}", start.attempt_id);
+                    if let Some(d) = record_dir {
+                        if std::fs::create_dir_all(&d).is_ok() {
+                            req.record_to = Some(d.join(format!("{}.wav", start.attempt_id)));
+                        }
+                    }
+                    run_attempt(deps, req, contact, start, retry).await;
+                }
+                Ok(None) => debug!(contact = contact_id, "contact no longer pending"),
+                Err(e) => warn!(contact = contact_id, error = %e, "cannot open attempt"),
+            }
             let _ = tx.send(Msg::Finished {
                 campaign: cid,
                 trunk: trunk_name,
+                contact: contact_id,
             });
         });
     }

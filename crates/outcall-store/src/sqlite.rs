@@ -78,7 +78,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// The one writer: SQLite allows a single writer at a time, and queueing writes on one
+    /// connection avoids the busy-handler sleeps of several connections racing for the lock.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -94,10 +98,18 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .connect_with(options.clone())
+            .await
+            .map_err(db)?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await
             .map_err(db)?;
-        SqliteStore::migrated(pool).await
+        SqliteStore::migrated(pool, Some(writer)).await
     }
 
     /// A private in-memory database (tests, dry runs). The pool holds exactly one connection,
@@ -115,15 +127,16 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db)?;
-        SqliteStore::migrated(pool).await
+        SqliteStore::migrated(pool, None).await
     }
 
     /// Closes every connection (checkpointing the WAL into the database file).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
-    async fn migrated(pool: SqlitePool) -> Result<SqliteStore> {
+    async fn migrated(pool: SqlitePool, writer: Option<SqlitePool>) -> Result<SqliteStore> {
         let migrations = MIGRATIONS
             .iter()
             .map(|&(version, description, sql)| {
@@ -136,16 +149,17 @@ impl SqliteStore {
                 )
             })
             .collect();
+        let writer = writer.unwrap_or_else(|| pool.clone());
         Migrator::with_migrations(migrations)
-            .run(&pool)
+            .run(&writer)
             .await
             .map_err(|e| StoreError::Database(format!("migration: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 
     /// A transaction that takes the write lock at once.
     async fn write_tx(&self) -> Result<Transaction<'static, sqlx::Sqlite>> {
-        self.pool.begin_with(q::BEGIN_IMMEDIATE).await.map_err(db)
+        self.writer.begin_with(q::BEGIN_IMMEDIATE).await.map_err(db)
     }
 }
 
@@ -265,7 +279,7 @@ impl Store for SqliteStore {
         sqlx::query(q::TRUNK_UPSERT)
             .bind(&trunk.name)
             .bind(trunk.config.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(())
@@ -297,7 +311,7 @@ impl Store for SqliteStore {
             .bind(spec_json)
             .bind(i64::from(spec.priority))
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await
             .map_err(db)?;
         Ok(Campaign {
