@@ -4,7 +4,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-need_debs sipp:sip-tester
+need_debs sipp:sip-tester curl:curl
 need_nextest
 
 log "format"

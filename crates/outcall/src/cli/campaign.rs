@@ -158,10 +158,11 @@ async fn run_campaign(a: RunArgs) -> Result<ExitCode> {
     }
     println!();
     println!(
-        "{} contacts, {} attempts, {:.1} attempts/s; CDRs: outcall --data-dir … or GET /v1/campaigns/{id}/attempts",
+        "{} contacts, {} attempts, {:.1} attempts/s; CDRs: `outcall serve --data-dir {}`, then GET /v1/campaigns/{id}/attempts",
         report.added,
         s.counts.attempts,
-        s.counts.attempts as f64 / secs.max(0.001)
+        s.counts.attempts as f64 / secs.max(0.001),
+        cfg.data_dir.display()
     );
     Ok(ExitCode::SUCCESS)
 }
