@@ -5,6 +5,7 @@
 //! index, so the store can deduplicate and count calls per number without ever holding one in
 //! clear.
 
+pub mod attribution;
 pub mod vault;
 
 pub use vault::{NumberVault, VaultError};
