@@ -115,7 +115,10 @@ impl PhoneDat {
         let version = String::from_utf8_lossy(&data[..4]).to_string();
         let index_start = i32::from_le_bytes([data[4], data[5], data[6], data[7]]);
         let index_start = usize::try_from(index_start).map_err(|_| "negative index offset")?;
-        if index_start < 8 || index_start > data.len() || (data.len() - index_start) % ENTRY != 0 {
+        if index_start < 8
+            || index_start > data.len()
+            || !(data.len() - index_start).is_multiple_of(ENTRY)
+        {
             return Err(format!("index offset {index_start} does not fit the file"));
         }
         let entries = (data.len() - index_start) / ENTRY;
