@@ -156,6 +156,10 @@ impl CampaignService {
     fn protect(&self, r: ContactInput) -> Result<NewContact, String> {
         let e164 = normalize_e164(&r.number, &self.default_country_code)
             .map_err(|e| format!("invalid number: {e}"))?;
+        // libphonenumber's metadata: the number must be valid for its country.
+        let e164 = outcall_pool::number::normalize(&e164, "ZZ")
+            .map_err(|e| format!("invalid number: {e}"))?
+            .e164;
         Ok(NewContact {
             number_hash: self.vault.blind_index(&e164),
             number_enc: self.vault.encrypt(&e164),

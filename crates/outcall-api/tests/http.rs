@@ -1282,3 +1282,28 @@ async fn wrong_method_is_a_json_405() {
         &["method not allowed"],
     );
 }
+
+#[tokio::test]
+async fn numbers_invalid_for_their_country_are_rejected() {
+    let api = Api::new(Backend::Memory).await;
+    let id = api.campaign("metadata").await;
+    // Well formed, but no Chinese number has these digits; the last one is a valid landline.
+    let body = json!([
+        "+86 138 1234",
+        "11012345678",
+        "+1 212 555 0100",
+        "0755-12345678"
+    ]);
+    let (status, report) = api
+        .post_json(&format!("/v1/campaigns/{id}/contacts"), &body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_counts(&report, 4, 2, 0, 2);
+    assert_rejected(
+        &report,
+        &[
+            (1, "invalid number: not a valid number for its country"),
+            (2, "invalid number: not a valid number for its country"),
+        ],
+    );
+}

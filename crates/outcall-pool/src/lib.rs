@@ -6,6 +6,7 @@
 //! clear.
 
 pub mod attribution;
+pub mod number;
 pub mod vault;
 
 pub use vault::{NumberVault, VaultError};

@@ -1,0 +1,240 @@
+//! Number normalisation (libphonenumber rules through the `phonenumber` crate) and the
+//! attribution chain: `phone.dat` for Chinese mobiles when configured, then libphonenumber's
+//! own geocoding and carrier files (embedded at build time) for landlines, 19x segments missing
+//! from `phone.dat`, and as the fallback.
+
+use crate::attribution::{Attribution, Carrier, PhoneDat};
+use phonenumber::country::Id;
+use phonenumber::{Mode, Type};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Why a number was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    #[error("empty number")]
+    Empty,
+    #[error("not a phone number ({0})")]
+    Unparsable(String),
+    #[error("not a valid number for its country")]
+    Invalid,
+}
+
+/// A normalised number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// `+8613812345678`
+    pub e164: String,
+    /// Country calling code (`86`).
+    pub country_code: u16,
+    /// `mobile`, `fixed_line`, `fixed_line_or_mobile`, `toll_free`, … (libphonenumber's type).
+    pub kind: &'static str,
+}
+
+/// Parses and validates a number; national forms use `default_region` (`CN`).
+pub fn normalize(raw: &str, default_region: &str) -> Result<Normalized, NumberError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    let region: Option<Id> = default_region.parse().ok();
+    let n = phonenumber::parse(region, s).map_err(|e| NumberError::Unparsable(e.to_string()))?;
+    if !phonenumber::is_valid(&n) {
+        return Err(NumberError::Invalid);
+    }
+    let kind = match n.number_type(&phonenumber::metadata::DATABASE) {
+        Type::Mobile => "mobile",
+        Type::FixedLine => "fixed_line",
+        Type::FixedLineOrMobile => "fixed_line_or_mobile",
+        Type::TollFree => "toll_free",
+        Type::PremiumRate => "premium_rate",
+        Type::Voip => "voip",
+        _ => "other",
+    };
+    Ok(Normalized {
+        e164: n.format().mode(Mode::E164).to_string(),
+        country_code: n.code().value(),
+        kind,
+    })
+}
+
+const GEO_ZH_86: &str = include_str!(concat!(
+    env!("OUTCALL_PHONENUMBER_ASSETS"),
+    "/geocoding/zh/86.txt"
+));
+const CARRIER_ZH_86: &str = include_str!(concat!(
+    env!("OUTCALL_PHONENUMBER_ASSETS"),
+    "/carrier/zh/86.txt"
+));
+
+fn table(text: &'static str) -> HashMap<&'static str, &'static str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('|'))
+        .collect()
+}
+
+fn longest<'a>(map: &HashMap<&'static str, &'a str>, digits: &str) -> Option<(&'a str, usize)> {
+    (1..=digits.len().min(12))
+        .rev()
+        .find_map(|n| map.get(&digits[..n]).map(|v| (*v, n)))
+}
+
+fn geo() -> &'static HashMap<&'static str, &'static str> {
+    static G: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    G.get_or_init(|| table(GEO_ZH_86))
+}
+
+fn carriers() -> &'static HashMap<&'static str, &'static str> {
+    static C: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    C.get_or_init(|| table(CARRIER_ZH_86))
+}
+
+fn carrier_from_name(name: &str) -> Carrier {
+    match name {
+        n if n.contains("移动") => Carrier::ChinaMobile,
+        n if n.contains("联通") => Carrier::ChinaUnicom,
+        n if n.contains("电信") => Carrier::ChinaTelecom,
+        n if n.contains("广电") => Carrier::ChinaBroadnet,
+        _ => Carrier::Unknown,
+    }
+}
+
+/// Splits `广东省深圳市` into (`广东省`, `深圳市`); a municipality is its own province.
+fn split_place(place: &str) -> (String, String) {
+    for mark in ["自治区", "省"] {
+        if let Some(i) = place.find(mark) {
+            let end = i + mark.len();
+            let city = &place[end..];
+            return (
+                place[..end].to_string(),
+                if city.is_empty() {
+                    place[..end].to_string()
+                } else {
+                    city.to_string()
+                },
+            );
+        }
+    }
+    (place.to_string(), place.to_string())
+}
+
+/// The attribution chain.
+#[derive(Debug, Default)]
+pub struct Attributor {
+    phone_dat: Option<PhoneDat>,
+}
+
+impl Attributor {
+    /// `phone_dat` is optional: without it, libphonenumber's files answer alone.
+    pub fn new(phone_dat: Option<PhoneDat>) -> Self {
+        Attributor { phone_dat }
+    }
+
+    /// Attribution of an E.164 number (`+86…`); `None` when no source knows it.
+    pub fn lookup(&self, e164: &str) -> Option<Attribution> {
+        if let Some(a) = self.phone_dat.as_ref().and_then(|d| d.lookup(e164)) {
+            return Some(a);
+        }
+        let digits = e164.strip_prefix('+')?;
+        if !digits.starts_with("86") {
+            return None;
+        }
+        let place = longest(geo(), digits);
+        let carrier = longest(carriers(), digits).map(|(c, _)| carrier_from_name(c));
+        if place.is_none() && carrier.is_none() {
+            return None;
+        }
+        let (province, city) = place.map(|(p, _)| split_place(p)).unwrap_or_default();
+        // Landlines carry their area code right after the country code.
+        let national = &digits[2..];
+        let area_code = match place {
+            Some((_, len)) if !national.starts_with('1') => format!("0{}", &digits[2..len]),
+            _ => String::new(),
+        };
+        Some(Attribution {
+            province,
+            city,
+            zip: String::new(),
+            area_code,
+            carrier: carrier.unwrap_or(Carrier::Unknown),
+            source: "libphonenumber",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn normalisation_table() {
+        let good = [
+            ("13812345678", "+8613812345678", "mobile"),
+            ("+86 138-1234-5678", "+8613812345678", "mobile"),
+            ("008613812345678", "+8613812345678", "mobile"),
+            ("0755-12345678", "+8675512345678", "fixed_line"),
+            ("010 8888 8888", "+861088888888", "fixed_line"),
+            ("+1 212-555-0100", "+12125550100", "fixed_line_or_mobile"),
+            ("19912345678", "+8619912345678", "mobile"),
+        ];
+        for (raw, e164, kind) in good {
+            let n = normalize(raw, "CN").unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!((n.e164.as_str(), n.kind), (e164, kind), "{raw}");
+        }
+        assert_eq!(normalize("", "CN").unwrap_err(), NumberError::Empty);
+        assert!(matches!(
+            normalize("hello", "CN"),
+            Err(NumberError::Unparsable(_))
+        ));
+        assert_eq!(
+            normalize("1381234", "CN").unwrap_err(),
+            NumberError::Invalid
+        );
+        assert_eq!(
+            normalize("12345678901", "CN").unwrap_err(),
+            NumberError::Invalid
+        );
+        assert_eq!(
+            normalize("+86 138 1234", "CN").unwrap_err(),
+            NumberError::Invalid
+        );
+    }
+
+    fn with_phone_dat() -> Attributor {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/phone.dat");
+        Attributor::new(Some(PhoneDat::open(&p).unwrap()))
+    }
+
+    #[test]
+    fn chain_prefers_phone_dat_for_mobiles() {
+        let a = with_phone_dat().lookup("+8613800138000").unwrap();
+        assert_eq!(
+            (a.city.as_str(), a.carrier, a.source),
+            ("北京", Carrier::ChinaMobile, "phone.dat")
+        );
+    }
+
+    #[test]
+    fn libphonenumber_answers_landlines_and_the_fallback() {
+        let chain = with_phone_dat();
+        let sz = chain.lookup("+8675512345678").unwrap();
+        assert_eq!(sz.source, "libphonenumber");
+        assert_eq!(
+            (sz.province.as_str(), sz.city.as_str()),
+            ("广东省", "深圳市")
+        );
+        assert_eq!(sz.area_code, "0755");
+        let bj = chain.lookup("+861088888888").unwrap();
+        assert_eq!(bj.city, "北京市");
+        // Without phone.dat, a 19x mobile is still attributed to its carrier.
+        let bare = Attributor::new(None);
+        let m = bare.lookup("+8619912345678").unwrap();
+        assert_eq!(
+            (m.carrier, m.source),
+            (Carrier::ChinaTelecom, "libphonenumber")
+        );
+        assert_eq!(bare.lookup("+12125550100"), None);
+    }
+}
