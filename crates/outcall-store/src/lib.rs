@@ -150,6 +150,66 @@ pub struct CampaignCounts {
     pub attempts: u64,
 }
 
+/// A blacklist (do-not-call) entry to add: an exact number (by blind index) or an E.164 prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBlacklistEntry {
+    /// `None`: global; else this campaign only.
+    pub campaign_id: Option<CampaignId>,
+    /// Blind index of the number (exact entries).
+    pub number_hash: Option<Vec<u8>>,
+    /// Ciphertext of the number (exact entries), for export.
+    pub number_enc: Option<Vec<u8>>,
+    /// E.164 prefix (`+86170`) for prefix entries.
+    pub prefix: Option<String>,
+    /// Masked number or the prefix, for display.
+    pub label: String,
+    pub reason: String,
+    pub source: String,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A stored blacklist entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlacklistRecord {
+    pub id: i64,
+    pub campaign_id: Option<CampaignId>,
+    /// `exact` or `prefix`.
+    pub kind: String,
+    pub label: String,
+    pub prefix: Option<String>,
+    #[serde(skip)]
+    pub number_hash: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub number_enc: Option<Vec<u8>>,
+    pub reason: String,
+    pub source: String,
+    pub expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl BlacklistRecord {
+    /// Whether this entry blocks `number_hash` / `e164` at `now` for `campaign`.
+    pub fn blocks(
+        &self,
+        campaign: CampaignId,
+        number_hash: &[u8],
+        e164: &str,
+        now: Timestamp,
+    ) -> bool {
+        if self.expires_at.is_some_and(|e| e <= now) {
+            return false;
+        }
+        if self.campaign_id.is_some_and(|c| c != campaign) {
+            return false;
+        }
+        match (&self.number_hash, &self.prefix) {
+            (Some(h), _) => h.as_slice() == number_hash,
+            (None, Some(p)) => e164.starts_with(p.as_str()),
+            (None, None) => false,
+        }
+    }
+}
+
 /// The repository of the business layer. Every method is atomic.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -224,4 +284,24 @@ pub trait Store: Send + Sync + 'static {
         after: Option<AttemptId>,
         limit: u32,
     ) -> Result<Vec<AttemptRecord>>;
+
+    /// Adds blacklist entries; returns how many were added.
+    async fn add_blacklist(&self, entries: &[NewBlacklistEntry], now: Timestamp) -> Result<u64>;
+    /// Entries that apply to `campaign` (global ones and its own) and have not expired at `now`;
+    /// `None` lists every entry, expired or not.
+    async fn list_blacklist(
+        &self,
+        campaign: Option<CampaignId>,
+        now: Timestamp,
+    ) -> Result<Vec<BlacklistRecord>>;
+    /// Removes an entry (`NotFound` if there is none).
+    async fn remove_blacklist(&self, id: i64) -> Result<()>;
+    /// The first unexpired entry that blocks this number for this campaign, if any.
+    async fn blacklist_match(
+        &self,
+        campaign: CampaignId,
+        number_hash: &[u8],
+        e164: &str,
+        now: Timestamp,
+    ) -> Result<Option<BlacklistRecord>>;
 }

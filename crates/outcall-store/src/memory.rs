@@ -2,8 +2,9 @@
 //! paused clock and for benchmarks of the scheduler alone. Nothing survives the process.
 
 use crate::{
-    AddResult, AttemptRecord, AttemptStart, CampaignCounts, ContactNext, ContactRecord, NewContact,
-    OpenAttempt, Result, Store, StoreError, TrunkRecord,
+    AddResult, AttemptRecord, AttemptStart, BlacklistRecord, CampaignCounts, ContactNext,
+    ContactRecord, NewBlacklistEntry, NewContact, OpenAttempt, Result, Store, StoreError,
+    TrunkRecord,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -32,6 +33,8 @@ struct Data {
     by_contact: HashMap<ContactId, Vec<AttemptId>>,
     by_number: HashMap<Vec<u8>, Vec<Timestamp>>,
     open: BTreeSet<AttemptId>,
+    blacklist: BTreeMap<i64, BlacklistRecord>,
+    next_blacklist: i64,
     unfinished: HashMap<CampaignId, u64>,
     next_campaign: i64,
     next_contact: i64,
@@ -401,6 +404,80 @@ impl Store for MemoryStore {
                 .take(limit as usize)
                 .map(|(_, (a, _))| a.clone())
                 .collect())
+        })
+    }
+
+    async fn add_blacklist(&self, entries: &[NewBlacklistEntry], now: Timestamp) -> Result<u64> {
+        self.with(|d| {
+            for e in entries {
+                d.next_blacklist += 1;
+                let id = d.next_blacklist;
+                d.blacklist.insert(
+                    id,
+                    BlacklistRecord {
+                        id,
+                        campaign_id: e.campaign_id,
+                        kind: if e.number_hash.is_some() {
+                            "exact"
+                        } else {
+                            "prefix"
+                        }
+                        .into(),
+                        label: e.label.clone(),
+                        prefix: e.prefix.clone(),
+                        number_hash: e.number_hash.clone(),
+                        number_enc: e.number_enc.clone(),
+                        reason: e.reason.clone(),
+                        source: e.source.clone(),
+                        expires_at: e.expires_at,
+                        created_at: now,
+                    },
+                );
+            }
+            Ok(entries.len() as u64)
+        })
+    }
+
+    async fn list_blacklist(
+        &self,
+        campaign: Option<CampaignId>,
+        now: Timestamp,
+    ) -> Result<Vec<BlacklistRecord>> {
+        self.with(|d| {
+            Ok(d.blacklist
+                .values()
+                .filter(|b| match campaign {
+                    None => true,
+                    Some(c) => {
+                        b.campaign_id.is_none_or(|x| x == c) && b.expires_at.is_none_or(|e| e > now)
+                    }
+                })
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn remove_blacklist(&self, id: i64) -> Result<()> {
+        self.with(|d| {
+            d.blacklist
+                .remove(&id)
+                .map(|_| ())
+                .ok_or_else(|| not_found("blacklist entry", id))
+        })
+    }
+
+    async fn blacklist_match(
+        &self,
+        campaign: CampaignId,
+        number_hash: &[u8],
+        e164: &str,
+        now: Timestamp,
+    ) -> Result<Option<BlacklistRecord>> {
+        self.with(|d| {
+            Ok(d.blacklist
+                .values()
+                .find(|b| b.blocks(campaign, number_hash, e164, now))
+                .cloned())
         })
     }
 }

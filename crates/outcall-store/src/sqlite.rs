@@ -7,8 +7,9 @@
 //! second one waits (up to the busy timeout) instead of failing.
 
 use crate::{
-    AddResult, AttemptRecord, AttemptStart, CampaignCounts, ContactNext, ContactRecord, NewContact,
-    OpenAttempt, Result, Store, StoreError, TrunkRecord,
+    AddResult, AttemptRecord, AttemptStart, BlacklistRecord, CampaignCounts, ContactNext,
+    ContactRecord, NewBlacklistEntry, NewContact, OpenAttempt, Result, Store, StoreError,
+    TrunkRecord,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -29,6 +30,12 @@ use std::time::Duration;
 /// The statements, one file each.
 mod q {
     pub const BEGIN_IMMEDIATE: &str = include_str!("sqlite/queries/begin_immediate.sql");
+    pub const BLACKLIST_INSERT: &str = include_str!("sqlite/queries/blacklist_insert.sql");
+    pub const BLACKLIST_LIST_ALL: &str = include_str!("sqlite/queries/blacklist_list_all.sql");
+    pub const BLACKLIST_LIST_ACTIVE: &str =
+        include_str!("sqlite/queries/blacklist_list_active.sql");
+    pub const BLACKLIST_DELETE: &str = include_str!("sqlite/queries/blacklist_delete.sql");
+    pub const BLACKLIST_MATCH: &str = include_str!("sqlite/queries/blacklist_match.sql");
     pub const TRUNK_UPSERT: &str = include_str!("sqlite/queries/trunk_upsert.sql");
     pub const TRUNK_LIST: &str = include_str!("sqlite/queries/trunk_list.sql");
     pub const CAMPAIGN_INSERT: &str = include_str!("sqlite/queries/campaign_insert.sql");
@@ -66,11 +73,18 @@ mod q {
 }
 
 /// The migrations of `migrations/sqlite`, in version order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "blacklist",
+        include_str!("../migrations/sqlite/0002_blacklist.sql"),
+    ),
+];
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -271,6 +285,28 @@ fn name_counts(rows: &[SqliteRow]) -> Result<BTreeMap<String, u64>> {
     rows.iter()
         .map(|r| Ok((col::<String>(r, "name")?, u64_col(r, "n")?)))
         .collect()
+}
+
+fn blacklist_row(r: &SqliteRow) -> Result<BlacklistRecord> {
+    use sqlx::Row;
+    let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    Ok(BlacklistRecord {
+        id: r.try_get("id").map_err(get)?,
+        campaign_id: r.try_get("campaign_id").map_err(get)?,
+        kind: r.try_get("kind").map_err(get)?,
+        number_hash: r.try_get("number_hash").map_err(get)?,
+        number_enc: r.try_get("number_enc").map_err(get)?,
+        prefix: r.try_get("prefix").map_err(get)?,
+        label: r.try_get("label").map_err(get)?,
+        reason: r.try_get("reason").map_err(get)?,
+        source: r.try_get("source").map_err(get)?,
+        expires_at: r
+            .try_get::<Option<i64>, _>("expires_at")
+            .map_err(get)?
+            .map(ts)
+            .transpose()?,
+        created_at: ts(r.try_get("created_at").map_err(get)?)?,
+    })
 }
 
 #[async_trait]
@@ -680,5 +716,89 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?;
         rows.iter().map(attempt_row).collect()
+    }
+
+    async fn add_blacklist(&self, entries: &[NewBlacklistEntry], now: Timestamp) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        for e in entries {
+            let kind = if e.number_hash.is_some() {
+                "exact"
+            } else {
+                "prefix"
+            };
+            sqlx::query(q::BLACKLIST_INSERT)
+                .bind(e.campaign_id)
+                .bind(kind)
+                .bind(e.number_hash.as_deref())
+                .bind(e.number_enc.as_deref())
+                .bind(e.prefix.as_deref())
+                .bind(&e.label)
+                .bind(&e.reason)
+                .bind(&e.source)
+                .bind(e.expires_at.map(ms))
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(entries.len() as u64)
+    }
+
+    async fn list_blacklist(
+        &self,
+        campaign: Option<CampaignId>,
+        now: Timestamp,
+    ) -> Result<Vec<BlacklistRecord>> {
+        let rows = match campaign {
+            None => {
+                sqlx::query(q::BLACKLIST_LIST_ALL)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(c) => {
+                sqlx::query(q::BLACKLIST_LIST_ACTIVE)
+                    .bind(c)
+                    .bind(ms(now))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db)?;
+        rows.iter().map(blacklist_row).collect()
+    }
+
+    async fn remove_blacklist(&self, id: i64) -> Result<()> {
+        let done = sqlx::query(q::BLACKLIST_DELETE)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if done == 0 {
+            return Err(StoreError::NotFound {
+                what: "blacklist entry",
+                id,
+            });
+        }
+        Ok(())
+    }
+
+    async fn blacklist_match(
+        &self,
+        campaign: CampaignId,
+        number_hash: &[u8],
+        e164: &str,
+        now: Timestamp,
+    ) -> Result<Option<BlacklistRecord>> {
+        let row = sqlx::query(q::BLACKLIST_MATCH)
+            .bind(campaign)
+            .bind(number_hash)
+            .bind(e164)
+            .bind(ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(blacklist_row).transpose()
     }
 }

@@ -64,6 +64,7 @@ macro_rules! store_suite {
                 campaign_counts_by_state_and_outcome,
                 list_attempts_pages_by_cursor,
                 add_100k_contacts_in_one_call,
+                blacklist_exact_prefix_scope_and_expiry,
             );
         }
     };
@@ -981,6 +982,92 @@ mod cases {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    pub async fn blacklist_exact_prefix_scope_and_expiry<S: Store>(s: Arc<S>) {
+        use outcall_store::NewBlacklistEntry;
+        let a = campaign(&*s, "bl-a").await;
+        let b = campaign(&*s, "bl-b").await;
+        let entry =
+            |campaign_id, hash: Option<&[u8]>, prefix: Option<&str>, expires: Option<i64>| {
+                NewBlacklistEntry {
+                    campaign_id,
+                    number_hash: hash.map(|h| h.to_vec()),
+                    number_enc: hash.map(|_| b"sealed".to_vec()),
+                    prefix: prefix.map(str::to_string),
+                    label: "x".into(),
+                    reason: "customer asked".into(),
+                    source: "test".into(),
+                    expires_at: expires.map(t),
+                }
+            };
+        let added = s
+            .add_blacklist(
+                &[
+                    entry(None, Some(b"h-global"), None, None),
+                    entry(Some(a), Some(b"h-only-a"), None, None),
+                    entry(None, None, Some("+86170"), None),
+                    entry(None, Some(b"h-expired"), None, Some(50)),
+                ],
+                t(0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(added, 4);
+        let m = |c, h: &'static [u8], n: &'static str, at| {
+            let s = s.clone();
+            async move {
+                s.blacklist_match(c, h, n, t(at))
+                    .await
+                    .unwrap()
+                    .map(|r| r.kind)
+            }
+        };
+        assert_eq!(
+            m(a, b"h-global", "+8613800000000", 10).await.as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            m(b, b"h-global", "+8613800000000", 10).await.as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            m(a, b"h-only-a", "+8613800000001", 10).await.as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            m(b, b"h-only-a", "+8613800000001", 10).await,
+            None,
+            "scoped to campaign a"
+        );
+        assert_eq!(
+            m(b, b"other", "+8617012345678", 10).await.as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(m(b, b"other", "+8613912345678", 10).await, None);
+        assert_eq!(
+            m(a, b"h-expired", "+8613800000002", 10).await.as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            m(a, b"h-expired", "+8613800000002", 50).await,
+            None,
+            "expired"
+        );
+        assert_eq!(s.list_blacklist(Some(a), t(100)).await.unwrap().len(), 3);
+        assert_eq!(s.list_blacklist(Some(b), t(10)).await.unwrap().len(), 3);
+        let all = s.list_blacklist(None, t(100)).await.unwrap();
+        assert_eq!(all.len(), 4);
+        s.remove_blacklist(all[0].id).await.unwrap();
+        assert_eq!(
+            m(a, b"h-global", "+8613800000000", 10).await,
+            None,
+            "removed"
+        );
+        assert!(matches!(
+            s.remove_blacklist(all[0].id).await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 
     pub async fn add_100k_contacts_in_one_call<S: Store>(s: Arc<S>) {

@@ -1,0 +1,1 @@
+DELETE FROM blacklist WHERE id = ?1
