@@ -10,6 +10,8 @@
 //! | GET | `/v1/campaigns/{id}/stats` | counts by state and outcome, concurrency, CPS |
 //! | GET | `/v1/campaigns/{id}/attempts?after=&limit=` | attempts with CDRs, cursor paging |
 //! | POST, GET | `/v1/trunks` | add or replace a trunk, list |
+//! | POST, GET | `/v1/blacklist` | add do-not-call entries (JSON array), list (`?campaign_id=`) |
+//! | DELETE | `/v1/blacklist/{id}` | remove an entry |
 
 use crate::error::ApiError;
 use crate::service::CampaignService;
@@ -41,6 +43,11 @@ pub fn router(service: Arc<CampaignService>) -> Router {
         .route("/v1/campaigns/{id}/attempts", get(attempts))
         .route("/v1/campaigns/{id}/{action}", post(lifecycle))
         .route("/v1/trunks", post(upsert_trunk).get(list_trunks))
+        .route("/v1/blacklist", post(add_blacklist).get(list_blacklist))
+        .route(
+            "/v1/blacklist/{id}",
+            axum::routing::delete(remove_blacklist),
+        )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -180,4 +187,30 @@ async fn upsert_trunk(
 
 async fn list_trunks(State(s): Svc) -> Result<Response, ApiError> {
     Ok(Json(s.list_trunks().await?).into_response())
+}
+
+async fn add_blacklist(State(s): Svc, body: Bytes) -> Result<Response, ApiError> {
+    let items: Vec<crate::service::BlacklistInput> = json(&body)?;
+    Ok(Json(s.add_blacklist(items).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct BlacklistQuery {
+    campaign_id: Option<i64>,
+}
+
+async fn list_blacklist(
+    State(s): Svc,
+    q: Result<Query<BlacklistQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    Ok(Json(s.list_blacklist(q.campaign_id).await?).into_response())
+}
+
+async fn remove_blacklist(State(s): Svc, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = raw
+        .parse::<i64>()
+        .map_err(|_| ApiError::InvalidRequest(format!("`{raw}` is not an entry id")))?;
+    s.remove_blacklist(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

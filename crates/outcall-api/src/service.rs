@@ -29,6 +29,26 @@ pub struct ContactInput {
     pub variables: serde_json::Map<String, serde_json::Value>,
 }
 
+/// One do-not-call entry to add.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlacklistInput {
+    /// A number (exact entry), or
+    #[serde(default)]
+    pub number: Option<String>,
+    /// an E.164 prefix (`+86170`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Only this campaign; global when absent.
+    #[serde(default)]
+    pub campaign_id: Option<CampaignId>,
+    pub reason: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<jiff::Timestamp>,
+}
+
 /// A rejected row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RowError {
@@ -44,6 +64,8 @@ pub struct ImportReport {
     pub added: u64,
     pub duplicates: u64,
     pub invalid: u64,
+    /// On a blacklist (global or this campaign's): not added.
+    pub blacklisted: u64,
     /// The first rejected rows with their reasons.
     pub errors: Vec<RowError>,
 }
@@ -113,12 +135,31 @@ impl CampaignService {
                 c.status
             )));
         }
+        let blacklist = self
+            .store
+            .list_blacklist(Some(id), self.clock.now())
+            .await?;
+        let now = self.clock.now();
         let mut report = ImportReport::default();
         let mut batch = Vec::with_capacity(BATCH);
         for (line, row) in rows {
             report.rows += 1;
             match row.and_then(|r| self.protect(r)) {
-                Ok(nc) => batch.push(nc),
+                Ok((nc, e164)) => {
+                    match blacklist
+                        .iter()
+                        .find(|b| b.blocks(id, &nc.number_hash, &e164, now))
+                    {
+                        Some(b) => {
+                            report.blacklisted += 1;
+                            if report.errors.len() < MAX_LISTED_ERRORS {
+                                let reason = format!("blacklisted: {}", b.reason);
+                                report.errors.push(RowError { line, reason });
+                            }
+                        }
+                        None => batch.push(nc),
+                    }
+                }
                 Err(reason) => {
                     report.invalid += 1;
                     if report.errors.len() < MAX_LISTED_ERRORS {
@@ -153,21 +194,22 @@ impl CampaignService {
         Ok(())
     }
 
-    fn protect(&self, r: ContactInput) -> Result<NewContact, String> {
+    fn protect(&self, r: ContactInput) -> Result<(NewContact, String), String> {
         let e164 = normalize_e164(&r.number, &self.default_country_code)
             .map_err(|e| format!("invalid number: {e}"))?;
         // libphonenumber's metadata: the number must be valid for its country.
         let e164 = outcall_pool::number::normalize(&e164, "ZZ")
             .map_err(|e| format!("invalid number: {e}"))?
             .e164;
-        Ok(NewContact {
+        let nc = NewContact {
             number_hash: self.vault.blind_index(&e164),
             number_enc: self.vault.encrypt(&e164),
             masked: mask_number(&e164),
             time_zone: zone_for_number(&e164).map(str::to_string),
             priority: r.priority,
             variables: serde_json::Value::Object(r.variables),
-        })
+        };
+        Ok((nc, e164))
     }
 
     /// Imports CSV: a header line, the number in `number_column` (default `number`), an optional
@@ -310,6 +352,104 @@ impl CampaignService {
             s.reload_trunks();
         }
         Ok(trunk)
+    }
+
+    /// Adds do-not-call entries; each row is an exact number or an E.164 prefix. Invalid rows
+    /// are reported by index and the others are added.
+    pub async fn add_blacklist(
+        &self,
+        items: Vec<BlacklistInput>,
+    ) -> Result<ImportReport, ApiError> {
+        let now = self.clock.now();
+        let mut report = ImportReport::default();
+        let mut entries = Vec::new();
+        for (i, it) in items.into_iter().enumerate() {
+            report.rows += 1;
+            match self.blacklist_entry(it, now).await {
+                Ok(e) => entries.push(e),
+                Err(reason) => {
+                    report.invalid += 1;
+                    if report.errors.len() < MAX_LISTED_ERRORS {
+                        report.errors.push(RowError {
+                            line: i as u64 + 1,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        report.added = self.store.add_blacklist(&entries, now).await?;
+        Ok(report)
+    }
+
+    async fn blacklist_entry(
+        &self,
+        it: BlacklistInput,
+        now: jiff::Timestamp,
+    ) -> Result<outcall_store::NewBlacklistEntry, String> {
+        if it.reason.trim().is_empty() {
+            return Err("reason is required".into());
+        }
+        if let Some(c) = it.campaign_id {
+            self.store
+                .get_campaign(c)
+                .await
+                .map_err(|_| format!("campaign {c} not found"))?;
+        }
+        if it.expires_at.is_some_and(|e| e <= now) {
+            return Err("expires_at is in the past".into());
+        }
+        let base = outcall_store::NewBlacklistEntry {
+            campaign_id: it.campaign_id,
+            number_hash: None,
+            number_enc: None,
+            prefix: None,
+            label: String::new(),
+            reason: it.reason,
+            source: it.source.unwrap_or_else(|| "api".into()),
+            expires_at: it.expires_at,
+        };
+        match (it.number, it.prefix) {
+            (Some(n), None) => {
+                let e164 = normalize_e164(&n, &self.default_country_code)
+                    .map_err(|e| format!("invalid number: {e}"))?;
+                Ok(outcall_store::NewBlacklistEntry {
+                    number_hash: Some(self.vault.blind_index(&e164)),
+                    number_enc: Some(self.vault.encrypt(&e164)),
+                    label: mask_number(&e164),
+                    ..base
+                })
+            }
+            (None, Some(p)) => {
+                let digits = p.strip_prefix('+').unwrap_or("");
+                if digits.is_empty()
+                    || digits.len() > 14
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err("prefix must be `+` and 1 to 14 digits (E.164)".into());
+                }
+                Ok(outcall_store::NewBlacklistEntry {
+                    prefix: Some(p.clone()),
+                    label: p,
+                    ..base
+                })
+            }
+            _ => Err("give exactly one of `number` and `prefix`".into()),
+        }
+    }
+
+    pub async fn list_blacklist(
+        &self,
+        campaign: Option<CampaignId>,
+    ) -> Result<Vec<outcall_store::BlacklistRecord>, ApiError> {
+        Ok(self
+            .store
+            .list_blacklist(campaign, self.clock.now())
+            .await?)
+    }
+
+    pub async fn remove_blacklist(&self, id: i64) -> Result<(), ApiError> {
+        Ok(self.store.remove_blacklist(id).await?)
     }
 
     pub async fn list_trunks(&self) -> Result<Vec<serde_json::Value>, ApiError> {

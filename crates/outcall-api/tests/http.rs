@@ -1307,3 +1307,97 @@ async fn numbers_invalid_for_their_country_are_rejected() {
         ],
     );
 }
+
+#[tokio::test]
+async fn blacklist_entries_block_imports_and_report_bad_rows() {
+    let api = Api::new(Backend::Sqlite).await;
+    let a = api.campaign("bl-a").await;
+    let b = api.campaign("bl-b").await;
+    let entries = json!([
+        { "number": "13800000001", "reason": "complained", "source": "hotline" },
+        { "prefix": "+86170", "reason": "virtual operators" },
+        { "number": "13800000002", "reason": "campaign a only", "campaign_id": a },
+        { "number": "13800000003", "prefix": "+86", "reason": "both" },
+        { "prefix": "86abc", "reason": "bad prefix" },
+        { "number": "13800000004", "reason": "" },
+        { "number": "13800000005", "reason": "gone", "expires_at": "2000-01-01T00:00:00Z" },
+        { "number": "13800000006", "reason": "x", "campaign_id": 999 },
+    ]);
+    let (status, report) = api.post_json("/v1/blacklist", &entries).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["added"], 3, "{report}");
+    assert_eq!(report["invalid"], 5, "{report}");
+    assert_rejected(
+        &report,
+        &[
+            (4, "exactly one of `number` and `prefix`"),
+            (5, "prefix must be `+` and 1 to 14 digits"),
+            (6, "reason is required"),
+            (7, "expires_at is in the past"),
+            (8, "campaign 999 not found"),
+        ],
+    );
+    let (_, list) = api.get("/v1/blacklist").await;
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 3);
+    assert!(
+        list.iter().all(|e| !e.to_string().contains("13800000001")),
+        "entries are masked"
+    );
+    let numbers = "number\n13800000001\n17012345678\n13800000002\n13800000009\n";
+    let (_, ra) = api
+        .post_csv(&format!("/v1/campaigns/{a}/contacts"), numbers)
+        .await;
+    assert_eq!(
+        (ra["added"].as_u64(), ra["blacklisted"].as_u64()),
+        (Some(1), Some(3)),
+        "{ra}"
+    );
+    assert_rejected(
+        &ra,
+        &[
+            (2, "blacklisted: complained"),
+            (3, "blacklisted: virtual operators"),
+            (4, "blacklisted: campaign a only"),
+        ],
+    );
+    let (_, rb) = api
+        .post_csv(&format!("/v1/campaigns/{b}/contacts"), numbers)
+        .await;
+    assert_eq!(
+        (rb["added"].as_u64(), rb["blacklisted"].as_u64()),
+        (Some(2), Some(2)),
+        "{rb}"
+    );
+    // Removing the prefix entry lets those numbers in.
+    let id = list.iter().find(|e| e["kind"] == "prefix").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _) = api
+        .raw(
+            Method::DELETE,
+            &format!("/v1/blacklist/{id}"),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, text) = api
+        .raw(
+            Method::DELETE,
+            &format!("/v1/blacklist/{id}"),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    let c = api.campaign("bl-c").await;
+    let (_, rc) = api
+        .post_csv(&format!("/v1/campaigns/{c}/contacts"), numbers)
+        .await;
+    assert_eq!(
+        (rc["added"].as_u64(), rc["blacklisted"].as_u64()),
+        (Some(3), Some(1)),
+        "{rc}"
+    );
+}

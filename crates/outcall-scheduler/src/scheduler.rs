@@ -822,9 +822,35 @@ async fn run_attempt(
 ) {
     let (outcome, cdr, cause) = match deps.vault.decrypt(&contact.number_enc) {
         Ok(number) => {
-            req.to = number;
-            let report = deps.engine.place_call(req, None).await;
-            (report.cdr.outcome, Some(report.cdr), None)
+            // Checked again at dispatch: a number blacklisted after import is never dialed.
+            let hit = deps
+                .store
+                .blacklist_match(
+                    contact.campaign_id,
+                    &contact.number_hash,
+                    &number,
+                    deps.clock.now(),
+                )
+                .await;
+            match hit {
+                Ok(Some(entry)) => {
+                    debug!(
+                        contact = contact.id,
+                        entry = entry.id,
+                        "blacklisted: not dialed"
+                    );
+                    (Outcome::Blocked, None, Some("blacklist"))
+                }
+                Ok(None) => {
+                    req.to = number;
+                    let report = deps.engine.place_call(req, None).await;
+                    (report.cdr.outcome, Some(report.cdr), None)
+                }
+                Err(e) => {
+                    warn!(contact = contact.id, error = %e, "cannot check the blacklist: not dialed");
+                    (Outcome::Failed, None, Some("blacklist_unavailable"))
+                }
+            }
         }
         Err(e) => {
             warn!(contact = contact.id, error = %e, "number cannot be decrypted");
@@ -839,9 +865,11 @@ async fn run_attempt(
         .unwrap_or_default();
     let same = counts.get(&outcome).copied().unwrap_or(0) + 1;
     let next = match (cause, retry.decide(outcome, same, start.seq)) {
-        (None, RetryDecision::RetryAfter(s)) => ContactNext::Retry {
-            due_at: add_secs(now, s),
-        },
+        (None | Some("blacklist_unavailable"), RetryDecision::RetryAfter(s)) => {
+            ContactNext::Retry {
+                due_at: add_secs(now, s),
+            }
+        }
         _ => ContactNext::Done { outcome },
     };
     let mut delay = Duration::from_millis(50);

@@ -637,3 +637,54 @@ async fn shutdown_lets_calls_finish_and_dials_nothing_new() {
     );
     assert!(env.store.open_attempts().await.unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_number_blacklisted_after_import_is_never_dialed() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    let c = env.campaign(serde_json::json!({})).await;
+    env.add(
+        c,
+        &[
+            ("+8613800000001", 0, None),
+            ("+8617000000002", 0, None),
+            ("+8613800000003", 0, None),
+        ],
+    )
+    .await;
+    let entry = |hash: Option<Vec<u8>>, prefix: Option<&str>| outcall_store::NewBlacklistEntry {
+        campaign_id: None,
+        number_enc: None,
+        number_hash: hash,
+        prefix: prefix.map(str::to_string),
+        label: "x".into(),
+        reason: "do not call".into(),
+        source: "test".into(),
+        expires_at: None,
+    };
+    env.store
+        .add_blacklist(
+            &[
+                entry(Some(env.vault.blind_index("+8613800000001")), None),
+                entry(None, Some("+86170")),
+            ],
+            env.clock.now(),
+        )
+        .await
+        .unwrap();
+    env.act(c, LifecycleAction::Start).await;
+    env.start(10).await;
+    env.run_until_done(c, Duration::from_secs(60)).await;
+    let dialed: Vec<String> = env.engine.dialed().into_iter().map(|d| d.to).collect();
+    assert_eq!(dialed, ["+8613800000003"]);
+    let counts = env.store.campaign_counts(c).await.unwrap();
+    assert_eq!(counts.final_outcomes.get("blocked"), Some(&2));
+    let attempts = env.store.list_attempts(c, None, 10).await.unwrap();
+    let blocked: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.outcome == Some(Outcome::Blocked))
+        .collect();
+    assert_eq!(blocked.len(), 2);
+    assert!(blocked
+        .iter()
+        .all(|a| a.cause.as_deref() == Some("blacklist") && a.cdr.is_none()));
+}
