@@ -66,6 +66,8 @@ pub struct ImportReport {
     pub invalid: u64,
     /// On a blacklist (global or this campaign's): not added.
     pub blacklisted: u64,
+    /// Learned to be empty numbers (空号): not added unless the campaign dials them anyway.
+    pub known_empty: u64,
     /// The first rejected rows with their reasons.
     pub errors: Vec<RowError>,
 }
@@ -87,6 +89,8 @@ pub struct CampaignService {
     pub clock: Clock,
     /// Country code for national numbers (`86`).
     pub default_country_code: String,
+    /// How long a learned number status (空号) is trusted.
+    pub number_status_ttl: std::time::Duration,
 }
 
 impl CampaignService {
@@ -140,6 +144,10 @@ impl CampaignService {
             .list_blacklist(Some(id), self.clock.now())
             .await?;
         let now = self.clock.now();
+        let skip_empty = !c.spec.dial_known_empty;
+        let since = now
+            .checked_sub(jiff::SignedDuration::try_from(self.number_status_ttl).unwrap_or_default())
+            .unwrap_or(now);
         let mut report = ImportReport::default();
         let mut batch = Vec::with_capacity(BATCH);
         for (line, row) in rows {
@@ -154,6 +162,13 @@ impl CampaignService {
                             report.blacklisted += 1;
                             if report.errors.len() < MAX_LISTED_ERRORS {
                                 let reason = format!("blacklisted: {}", b.reason);
+                                report.errors.push(RowError { line, reason });
+                            }
+                        }
+                        None if skip_empty && self.known_empty(&nc.number_hash, since).await? => {
+                            report.known_empty += 1;
+                            if report.errors.len() < MAX_LISTED_ERRORS {
+                                let reason = "known empty number (空号)".to_string();
                                 report.errors.push(RowError { line, reason });
                             }
                         }
@@ -176,6 +191,14 @@ impl CampaignService {
             s.reload(id);
         }
         Ok(report)
+    }
+
+    async fn known_empty(&self, hash: &[u8], since: jiff::Timestamp) -> Result<bool, ApiError> {
+        Ok(self
+            .store
+            .number_status(hash, since)
+            .await?
+            .is_some_and(|s| s.status == "empty"))
     }
 
     async fn flush(

@@ -42,6 +42,7 @@ fn service(store: Arc<dyn Store>) -> CampaignService {
         scheduler: None,
         clock: Clock::system(),
         default_country_code: "86".into(),
+        number_status_ttl: std::time::Duration::from_secs(90 * 86400),
     }
 }
 
@@ -1399,5 +1400,43 @@ async fn blacklist_entries_block_imports_and_report_bad_rows() {
         (rc["added"].as_u64(), rc["blacklisted"].as_u64()),
         (Some(3), Some(1)),
         "{rc}"
+    );
+}
+
+#[tokio::test]
+async fn known_empty_numbers_are_skipped_at_import_unless_the_campaign_dials_them() {
+    let api = Api::new(Backend::Sqlite).await;
+    let vault = NumberVault::new(&[(1, [1; 32])], 1, [2; 32]).unwrap();
+    let now = jiff::Timestamp::now();
+    let hash = vault.blind_index("+8613800000001");
+    let empty = outcall_domain::Outcome::EmptyNumber;
+    api.store
+        .record_number_outcome(&hash, empty, Some("empty"), now)
+        .await
+        .unwrap();
+    let id = api.campaign("learned").await;
+    let csv = "number\n13800000001\n13800000002\n";
+    let (_, r) = api
+        .post_csv(&format!("/v1/campaigns/{id}/contacts"), csv)
+        .await;
+    assert_eq!(
+        (r["added"].as_u64(), r["known_empty"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_rejected(&r, &[(2, "known empty number")]);
+    let spec = json!({ "name": "anyway", "trunks": ["t"], "dial_known_empty": true });
+    let (_, c) = api.post_json("/v1/campaigns", &spec).await;
+    let id = c["id"].as_i64().unwrap();
+    let (_, r) = api
+        .post_csv(
+            &format!("/v1/campaigns/{id}/contacts"),
+            "number\n13800000001\n",
+        )
+        .await;
+    assert_eq!(
+        (r["added"].as_u64(), r["known_empty"].as_u64()),
+        (Some(1), Some(0)),
+        "{r}"
     );
 }

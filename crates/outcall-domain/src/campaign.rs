@@ -239,6 +239,10 @@ pub struct CampaignSpec {
     /// Record calls (both directions) to the recordings directory.
     #[serde(default)]
     pub record: bool,
+    /// Dial numbers learned to be empty (空号) anyway; by default they are skipped at import
+    /// and at dispatch.
+    #[serde(default)]
+    pub dial_known_empty: bool,
 }
 
 fn default_concurrency() -> u32 {

@@ -37,6 +37,8 @@ pub struct SchedulerConfig {
     pub lookahead: Duration,
     /// Where recordings go (`<dir>/<campaign>/<attempt>.wav`) for campaigns that record.
     pub recordings_dir: Option<PathBuf>,
+    /// How long a learned number status (空号 and others) is trusted.
+    pub number_status_ttl: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -47,6 +49,7 @@ impl Default for SchedulerConfig {
             refill_interval: Duration::from_millis(200),
             lookahead: Duration::from_secs(2),
             recordings_dir: None,
+            number_status_ttl: Duration::from_secs(90 * 86400),
         }
     }
 }
@@ -769,6 +772,10 @@ impl Scheduler {
             _ => None,
         };
         let retry = spec.retry.clone();
+        let learn = Learn {
+            dial_known_empty: spec.dial_known_empty,
+            ttl: self.cfg.number_status_ttl,
+        };
         let deps = self.deps.clone();
         let tx = self.tx.clone();
         let node = self.cfg.node.clone();
@@ -799,7 +806,7 @@ impl Scheduler {
                             req.record_to = Some(d.join(format!("{}.wav", start.attempt_id)));
                         }
                     }
-                    run_attempt(deps, req, contact, start, retry).await;
+                    run_attempt(deps, req, contact, start, retry, learn).await;
                 }
                 Ok(None) => debug!(contact = contact_id, "contact no longer pending"),
                 Err(e) => warn!(contact = contact_id, error = %e, "cannot open attempt"),
@@ -813,15 +820,33 @@ impl Scheduler {
     }
 }
 
+/// What the attempt does with learned number statuses.
+#[derive(Debug, Clone, Copy)]
+struct Learn {
+    dial_known_empty: bool,
+    ttl: Duration,
+}
+
 async fn run_attempt(
     deps: SchedulerDeps,
     mut req: CallRequest,
     contact: Arc<ContactRecord>,
     start: outcall_store::AttemptStart,
     retry: outcall_domain::campaign::RetryPolicy,
+    learn: Learn,
 ) {
     let (outcome, cdr, cause) = match deps.vault.decrypt(&contact.number_enc) {
         Ok(number) => {
+            let since = deps
+                .clock
+                .now()
+                .checked_sub(jiff::SignedDuration::try_from(learn.ttl).unwrap_or_default())
+                .unwrap_or_else(|_| deps.clock.now());
+            let known_empty = !learn.dial_known_empty
+                && matches!(
+                    deps.store.number_status(&contact.number_hash, since).await,
+                    Ok(Some(ref st)) if st.status == "empty"
+                );
             // Checked again at dispatch: a number blacklisted after import is never dialed.
             let hit = deps
                 .store
@@ -841,6 +866,10 @@ async fn run_attempt(
                     );
                     (Outcome::Blocked, None, Some("blacklist"))
                 }
+                Ok(None) if known_empty => {
+                    debug!(contact = contact.id, "known empty number: not dialed");
+                    (Outcome::Blocked, None, Some("known_empty"))
+                }
                 Ok(None) => {
                     req.to = number;
                     let report = deps.engine.place_call(req, None).await;
@@ -858,6 +887,23 @@ async fn run_attempt(
         }
     };
     let now = deps.clock.now();
+    if let Some(c) = &cdr {
+        // Learn: only a Q.850 cause 1 confirms an empty number, never a bare 404.
+        let status = match outcome {
+            o if o.is_answered() => Some("valid"),
+            Outcome::EmptyNumber if c.q850_cause == Some(1) => Some("empty"),
+            Outcome::Suspended => Some("suspended"),
+            Outcome::InvalidFormat => Some("invalid_format"),
+            _ => None,
+        };
+        if let Err(e) = deps
+            .store
+            .record_number_outcome(&contact.number_hash, outcome, status, now)
+            .await
+        {
+            warn!(contact = contact.id, error = %e, "cannot record the number's status");
+        }
+    }
     let counts = deps
         .store
         .outcome_counts(contact.id)

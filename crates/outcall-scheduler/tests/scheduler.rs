@@ -79,14 +79,10 @@ fn cdr_for(outcome: Outcome, at: u64) -> Cdr {
         )
         .unwrap();
     } else {
-        c.apply(
-            CallEvent::Rejected {
-                status: 486,
-                q850: None,
-            },
-            at + 100,
-        )
-        .unwrap();
+        // An empty number confirmed by its Q.850 cause 1, as carriers send it.
+        let q850 = (outcome == Outcome::EmptyNumber).then_some(1);
+        c.apply(CallEvent::Rejected { status: 486, q850 }, at + 100)
+            .unwrap();
     }
     let mut cdr = Cdr::from_call(&c, &Classifier::default(), CdrContext::default());
     cdr.outcome = outcome;
@@ -687,4 +683,55 @@ async fn a_number_blacklisted_after_import_is_never_dialed() {
     assert!(blocked
         .iter()
         .all(|a| a.cause.as_deref() == Some("blacklist") && a.cdr.is_none()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmed_empty_number_is_learned_and_skipped_by_later_campaigns() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    env.engine.script("+8613800000001", &[Outcome::EmptyNumber]);
+    env.engine
+        .script("+8613800000002", &[Outcome::TrunkError; 4]); // a bare 404: not learned
+    let first = env.campaign(serde_json::json!({})).await;
+    env.add(
+        first,
+        &[("+8613800000001", 0, None), ("+8613800000002", 0, None)],
+    )
+    .await;
+    env.act(first, LifecycleAction::Start).await;
+    env.start(10).await;
+    // The trunk error is retried (5 min × 3 by default) before the campaign completes.
+    env.run_until_done(first, Duration::from_secs(3600)).await;
+    let since: Timestamp = START.parse().unwrap();
+    let h = env.vault.blind_index("+8613800000001");
+    let st = env.store.number_status(&h, since).await.unwrap().unwrap();
+    assert_eq!(st.status, "empty");
+    let h = env.vault.blind_index("+8613800000002");
+    let st = env.store.number_status(&h, since).await.unwrap().unwrap();
+    assert_eq!(st.status, "unknown");
+
+    let later = env.campaign(serde_json::json!({})).await;
+    let anyway = env
+        .campaign(serde_json::json!({ "dial_known_empty": true }))
+        .await;
+    for c in [later, anyway] {
+        env.add(
+            c,
+            &[("+8613800000001", 0, None), ("+8613800000002", 0, None)],
+        )
+        .await;
+        env.act(c, LifecycleAction::Start).await;
+        env.run_until_done(c, Duration::from_secs(3600)).await;
+    }
+    let dialed = |n: &str| env.engine.dialed().iter().filter(|d| d.to == n).count();
+    assert_eq!(
+        dialed("+8613800000001"),
+        2,
+        "first campaign and the one that dials anyway"
+    );
+    let counts = env.store.campaign_counts(later).await.unwrap();
+    assert_eq!(counts.final_outcomes.get("blocked"), Some(&1), "{counts:?}");
+    let attempts = env.store.list_attempts(later, None, 10).await.unwrap();
+    assert!(attempts
+        .iter()
+        .any(|a| a.cause.as_deref() == Some("known_empty")));
 }

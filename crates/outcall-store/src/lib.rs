@@ -210,6 +210,17 @@ impl BlacklistRecord {
     }
 }
 
+/// What Outcall has learned about one number (by blind index), across campaigns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumberStatus {
+    /// `valid` (answered), `empty` (confirmed 空号), `suspended`, `invalid_format`, `unknown`.
+    pub status: String,
+    pub last_outcome: Outcome,
+    pub attempts: u32,
+    pub answered: u32,
+    pub updated_at: Timestamp,
+}
+
 /// The repository of the business layer. Every method is atomic.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -296,6 +307,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<BlacklistRecord>>;
     /// Removes an entry (`NotFound` if there is none).
     async fn remove_blacklist(&self, id: i64) -> Result<()>;
+    /// Learns from an attempt's outcome: `status` replaces the number's status when given
+    /// (`valid`, `empty`, …); counts and the last outcome always update.
+    async fn record_number_outcome(
+        &self,
+        number_hash: &[u8],
+        outcome: Outcome,
+        status: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// The number's status, if it was updated at or after `since` (older statuses have aged out).
+    async fn number_status(
+        &self,
+        number_hash: &[u8],
+        since: Timestamp,
+    ) -> Result<Option<NumberStatus>>;
     /// The first unexpired entry that blocks this number for this campaign, if any.
     async fn blacklist_match(
         &self,

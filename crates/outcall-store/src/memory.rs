@@ -1,6 +1,7 @@
 //! An in-memory [`Store`]: the same semantics as SQLite without a disk, for scheduler tests on a
 //! paused clock and for benchmarks of the scheduler alone. Nothing survives the process.
 
+use crate::NumberStatus;
 use crate::{
     AddResult, AttemptRecord, AttemptStart, BlacklistRecord, CampaignCounts, ContactNext,
     ContactRecord, NewBlacklistEntry, NewContact, OpenAttempt, Result, Store, StoreError,
@@ -34,6 +35,7 @@ struct Data {
     by_number: HashMap<Vec<u8>, Vec<Timestamp>>,
     open: BTreeSet<AttemptId>,
     blacklist: BTreeMap<i64, BlacklistRecord>,
+    numbers: HashMap<Vec<u8>, NumberStatus>,
     next_blacklist: i64,
     unfinished: HashMap<CampaignId, u64>,
     next_campaign: i64,
@@ -477,6 +479,50 @@ impl Store for MemoryStore {
             Ok(d.blacklist
                 .values()
                 .find(|b| b.blocks(campaign, number_hash, e164, now))
+                .cloned())
+        })
+    }
+
+    async fn record_number_outcome(
+        &self,
+        number_hash: &[u8],
+        outcome: Outcome,
+        status: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.with(|d| {
+            let e = d
+                .numbers
+                .entry(number_hash.to_vec())
+                .or_insert_with(|| NumberStatus {
+                    status: "unknown".into(),
+                    last_outcome: outcome,
+                    attempts: 0,
+                    answered: 0,
+                    updated_at: now,
+                });
+            if let Some(s) = status {
+                e.status = s.to_string();
+            }
+            e.last_outcome = outcome;
+            e.attempts += 1;
+            if outcome.is_answered() {
+                e.answered += 1;
+            }
+            e.updated_at = now;
+            Ok(())
+        })
+    }
+
+    async fn number_status(
+        &self,
+        number_hash: &[u8],
+        since: Timestamp,
+    ) -> Result<Option<NumberStatus>> {
+        self.with(|d| {
+            Ok(d.numbers
+                .get(number_hash)
+                .filter(|n| n.updated_at >= since)
                 .cloned())
         })
     }

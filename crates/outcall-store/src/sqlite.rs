@@ -8,8 +8,8 @@
 
 use crate::{
     AddResult, AttemptRecord, AttemptStart, BlacklistRecord, CampaignCounts, ContactNext,
-    ContactRecord, NewBlacklistEntry, NewContact, OpenAttempt, Result, Store, StoreError,
-    TrunkRecord,
+    ContactRecord, NewBlacklistEntry, NewContact, NumberStatus, OpenAttempt, Result, Store,
+    StoreError, TrunkRecord,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -36,6 +36,8 @@ mod q {
         include_str!("sqlite/queries/blacklist_list_active.sql");
     pub const BLACKLIST_DELETE: &str = include_str!("sqlite/queries/blacklist_delete.sql");
     pub const BLACKLIST_MATCH: &str = include_str!("sqlite/queries/blacklist_match.sql");
+    pub const NUMBER_STATUS_UPSERT: &str = include_str!("sqlite/queries/number_status_upsert.sql");
+    pub const NUMBER_STATUS_GET: &str = include_str!("sqlite/queries/number_status_get.sql");
     pub const TRUNK_UPSERT: &str = include_str!("sqlite/queries/trunk_upsert.sql");
     pub const TRUNK_LIST: &str = include_str!("sqlite/queries/trunk_list.sql");
     pub const CAMPAIGN_INSERT: &str = include_str!("sqlite/queries/campaign_insert.sql");
@@ -83,6 +85,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "blacklist",
         include_str!("../migrations/sqlite/0002_blacklist.sql"),
+    ),
+    (
+        3,
+        "number_status",
+        include_str!("../migrations/sqlite/0003_number_status.sql"),
     ),
 ];
 
@@ -800,5 +807,50 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?;
         row.as_ref().map(blacklist_row).transpose()
+    }
+
+    async fn record_number_outcome(
+        &self,
+        number_hash: &[u8],
+        outcome: Outcome,
+        status: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(q::NUMBER_STATUS_UPSERT)
+            .bind(number_hash)
+            .bind(status)
+            .bind(outcome.as_str())
+            .bind(i64::from(outcome.is_answered()))
+            .bind(ms(now))
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn number_status(
+        &self,
+        number_hash: &[u8],
+        since: Timestamp,
+    ) -> Result<Option<NumberStatus>> {
+        use sqlx::Row;
+        let row = sqlx::query(q::NUMBER_STATUS_GET)
+            .bind(number_hash)
+            .bind(ms(since))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(r) = row else { return Ok(None) };
+        let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        let last: String = r.try_get("last_outcome").map_err(get)?;
+        Ok(Some(NumberStatus {
+            status: r.try_get("status").map_err(get)?,
+            last_outcome: last
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("outcome `{last}`")))?,
+            attempts: r.try_get::<i64, _>("attempts").map_err(get)? as u32,
+            answered: r.try_get::<i64, _>("answered").map_err(get)? as u32,
+            updated_at: ts(r.try_get("updated_at").map_err(get)?)?,
+        }))
     }
 }

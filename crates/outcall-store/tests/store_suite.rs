@@ -65,6 +65,7 @@ macro_rules! store_suite {
                 list_attempts_pages_by_cursor,
                 add_100k_contacts_in_one_call,
                 blacklist_exact_prefix_scope_and_expiry,
+                number_status_learns_and_ages_out,
             );
         }
     };
@@ -1068,6 +1069,45 @@ mod cases {
             s.remove_blacklist(all[0].id).await,
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    pub async fn number_status_learns_and_ages_out<S: Store>(s: Arc<S>) {
+        assert_eq!(s.number_status(b"n1", t(0)).await.unwrap(), None);
+        s.record_number_outcome(b"n1", Outcome::Busy, None, t(10))
+            .await
+            .unwrap();
+        let st = s.number_status(b"n1", t(0)).await.unwrap().unwrap();
+        assert_eq!(
+            (st.status.as_str(), st.last_outcome, st.attempts),
+            ("unknown", Outcome::Busy, 1)
+        );
+        s.record_number_outcome(b"n1", Outcome::EmptyNumber, Some("empty"), t(20))
+            .await
+            .unwrap();
+        s.record_number_outcome(b"n1", Outcome::NoAnswer, None, t(30))
+            .await
+            .unwrap();
+        let st = s.number_status(b"n1", t(0)).await.unwrap().unwrap();
+        assert_eq!(
+            st.status, "empty",
+            "a status is kept until another replaces it"
+        );
+        assert_eq!(
+            (st.last_outcome, st.attempts, st.answered),
+            (Outcome::NoAnswer, 3, 0)
+        );
+        assert_eq!(st.updated_at, t(30));
+        assert_eq!(
+            s.number_status(b"n1", t(31)).await.unwrap(),
+            None,
+            "aged out"
+        );
+        s.record_number_outcome(b"n1", Outcome::AnsweredHuman, Some("valid"), t(40))
+            .await
+            .unwrap();
+        let st = s.number_status(b"n1", t(31)).await.unwrap().unwrap();
+        assert_eq!((st.status.as_str(), st.answered), ("valid", 1));
+        assert_eq!(s.number_status(b"n2", t(0)).await.unwrap(), None);
     }
 
     pub async fn add_100k_contacts_in_one_call<S: Store>(s: Arc<S>) {

@@ -35,6 +35,9 @@ pub struct AppConfig {
     /// Calls in progress on this node, all campaigns together.
     #[serde(default = "default_node_concurrency")]
     pub max_concurrent_calls: u32,
+    /// Days a learned number status (空号) is trusted before it ages out.
+    #[serde(default = "default_status_ttl")]
+    pub number_status_ttl_days: u64,
     #[serde(default)]
     pub ua: UaConfig,
     /// Trunks written to the store at start (the API can add more).
@@ -55,6 +58,9 @@ fn default_cc() -> String {
 }
 fn default_grace() -> u64 {
     30
+}
+fn default_status_ttl() -> u64 {
+    90
 }
 fn default_node_concurrency() -> u32 {
     2000
@@ -131,6 +137,7 @@ impl App {
             node: cfg.ua.node.clone(),
             max_concurrent: cfg.max_concurrent_calls,
             recordings_dir: Some(cfg.data_dir.join("recordings")),
+            number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
             ..SchedulerConfig::default()
         };
         let scheduler = outcall_scheduler::start(deps, sched_cfg).await?;
@@ -140,6 +147,7 @@ impl App {
             scheduler: Some(scheduler.clone()),
             clock,
             default_country_code: cfg.default_country_code.clone(),
+            number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
         });
         Ok(App {
             service,
