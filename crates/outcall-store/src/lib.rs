@@ -221,6 +221,27 @@ pub struct NumberStatus {
     pub updated_at: Timestamp,
 }
 
+/// What an erasure changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseResult {
+    /// Contact rows scrubbed (number, masked form and variables gone; the row stays as a
+    /// tombstone so counts and attempt history hold together).
+    pub contacts: u64,
+    /// Attempts whose CDR callee was masked to `[erased]` and recording reference dropped.
+    pub attempts: u64,
+    /// Recording files of those attempts, for the caller to delete.
+    pub recordings: Vec<String>,
+}
+
+/// A stored number ciphertext, for key rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedNumber {
+    /// `contacts` or `blacklist`.
+    pub table: &'static str,
+    pub id: i64,
+    pub number_enc: Vec<u8>,
+}
+
 /// The repository of the business layer. Every method is atomic.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -322,6 +343,20 @@ pub trait Store: Send + Sync + 'static {
         number_hash: &[u8],
         since: Timestamp,
     ) -> Result<Option<NumberStatus>>;
+    /// Right to erasure: scrubs every contact with this number (all campaigns), masks it in the
+    /// CDRs of their attempts and forgets its learned status. Blacklist entries stay (a do-not-
+    /// call request outlives the data).
+    async fn erase_number(&self, number_hash: &[u8]) -> Result<EraseResult>;
+    /// Number ciphertexts of contacts and blacklist entries with an id above `after`
+    /// (per table), in id order, for re-encryption.
+    async fn sealed_numbers(
+        &self,
+        table: &'static str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<SealedNumber>>;
+    /// Replaces one ciphertext (same number, new key).
+    async fn reseal_number(&self, table: &'static str, id: i64, number_enc: &[u8]) -> Result<()>;
     /// The first unexpired entry that blocks this number for this campaign, if any.
     async fn blacklist_match(
         &self,

@@ -1,12 +1,12 @@
 //! An in-memory [`Store`]: the same semantics as SQLite without a disk, for scheduler tests on a
 //! paused clock and for benchmarks of the scheduler alone. Nothing survives the process.
 
-use crate::NumberStatus;
 use crate::{
     AddResult, AttemptRecord, AttemptStart, BlacklistRecord, CampaignCounts, ContactNext,
     ContactRecord, NewBlacklistEntry, NewContact, OpenAttempt, Result, Store, StoreError,
     TrunkRecord,
 };
+use crate::{EraseResult, NumberStatus, SealedNumber};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use outcall_domain::campaign::{
@@ -524,6 +524,107 @@ impl Store for MemoryStore {
                 .get(number_hash)
                 .filter(|n| n.updated_at >= since)
                 .cloned())
+        })
+    }
+
+    async fn erase_number(&self, number_hash: &[u8]) -> Result<EraseResult> {
+        self.with(|d| {
+            let mut r = EraseResult::default();
+            let ids: Vec<ContactId> = d
+                .contacts
+                .values()
+                .filter(|c| c.number_hash == number_hash)
+                .map(|c| c.id)
+                .collect();
+            for id in ids {
+                if let Some(c) = d.contacts.get_mut(&id) {
+                    d.pending.remove(&pkey(c));
+                    d.keys.remove(&(c.campaign_id, c.number_hash.clone()));
+                    if c.state != ContactState::Done {
+                        if let Some(u) = d.unfinished.get_mut(&c.campaign_id) {
+                            *u = u.saturating_sub(1);
+                        }
+                        c.state = ContactState::Done;
+                        c.final_outcome = Some(Outcome::Blocked);
+                    }
+                    c.number_hash = format!("erased-{id}").into_bytes();
+                    c.number_enc.clear();
+                    c.masked = "[erased]".into();
+                    c.variables = serde_json::json!({});
+                    r.contacts += 1;
+                }
+            }
+            for (a, h) in d.attempts.values_mut() {
+                if h.as_slice() == number_hash {
+                    *h = format!("erased-{}", a.id).into_bytes();
+                    if let Some(cdr) = &mut a.cdr {
+                        cdr.callee = "[erased]".into();
+                        if let Some(rec) = cdr.recording.take() {
+                            r.recordings.push(rec);
+                        }
+                    }
+                    r.attempts += 1;
+                }
+            }
+            d.by_number.remove(number_hash);
+            d.numbers.remove(number_hash);
+            Ok(r)
+        })
+    }
+
+    async fn sealed_numbers(
+        &self,
+        table: &'static str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<SealedNumber>> {
+        self.with(|d| {
+            let v: Vec<SealedNumber> = match table {
+                "contacts" => d
+                    .contacts
+                    .range(after.saturating_add(1)..)
+                    .filter(|(_, c)| !c.number_enc.is_empty())
+                    .take(limit as usize)
+                    .map(|(id, c)| SealedNumber {
+                        table,
+                        id: *id,
+                        number_enc: c.number_enc.clone(),
+                    })
+                    .collect(),
+                _ => d
+                    .blacklist
+                    .range(after.saturating_add(1)..)
+                    .filter_map(|(id, b)| {
+                        b.number_enc.clone().map(|e| SealedNumber {
+                            table,
+                            id: *id,
+                            number_enc: e,
+                        })
+                    })
+                    .take(limit as usize)
+                    .collect(),
+            };
+            Ok(v)
+        })
+    }
+
+    async fn reseal_number(&self, table: &'static str, id: i64, number_enc: &[u8]) -> Result<()> {
+        self.with(|d| {
+            match table {
+                "contacts" => {
+                    d.contacts
+                        .get_mut(&id)
+                        .ok_or_else(|| not_found("contact", id))?
+                        .number_enc = number_enc.to_vec()
+                }
+                _ => {
+                    d.blacklist
+                        .get_mut(&id)
+                        .ok_or_else(|| not_found("blacklist entry", id))?
+                        .number_enc = Some(number_enc.to_vec())
+                }
+            }
+            Ok(())
         })
     }
 }

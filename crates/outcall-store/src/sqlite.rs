@@ -11,6 +11,7 @@ use crate::{
     ContactRecord, NewBlacklistEntry, NewContact, NumberStatus, OpenAttempt, Result, Store,
     StoreError, TrunkRecord,
 };
+use crate::{EraseResult, SealedNumber};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use outcall_domain::campaign::{
@@ -38,6 +39,14 @@ mod q {
     pub const BLACKLIST_MATCH: &str = include_str!("sqlite/queries/blacklist_match.sql");
     pub const NUMBER_STATUS_UPSERT: &str = include_str!("sqlite/queries/number_status_upsert.sql");
     pub const NUMBER_STATUS_GET: &str = include_str!("sqlite/queries/number_status_get.sql");
+    pub const ERASE_CONTACTS: &str = include_str!("sqlite/queries/erase_contacts.sql");
+    pub const ERASE_RECORDINGS: &str = include_str!("sqlite/queries/erase_recordings.sql");
+    pub const ERASE_ATTEMPTS: &str = include_str!("sqlite/queries/erase_attempts.sql");
+    pub const ERASE_NUMBER_STATUS: &str = include_str!("sqlite/queries/erase_number_status.sql");
+    pub const SEALED_CONTACTS: &str = include_str!("sqlite/queries/sealed_contacts.sql");
+    pub const SEALED_BLACKLIST: &str = include_str!("sqlite/queries/sealed_blacklist.sql");
+    pub const RESEAL_CONTACT: &str = include_str!("sqlite/queries/reseal_contact.sql");
+    pub const RESEAL_BLACKLIST: &str = include_str!("sqlite/queries/reseal_blacklist.sql");
     pub const TRUNK_UPSERT: &str = include_str!("sqlite/queries/trunk_upsert.sql");
     pub const TRUNK_LIST: &str = include_str!("sqlite/queries/trunk_list.sql");
     pub const CAMPAIGN_INSERT: &str = include_str!("sqlite/queries/campaign_insert.sql");
@@ -852,5 +861,94 @@ impl Store for SqliteStore {
             answered: r.try_get::<i64, _>("answered").map_err(get)? as u32,
             updated_at: ts(r.try_get("updated_at").map_err(get)?)?,
         }))
+    }
+
+    async fn erase_number(&self, number_hash: &[u8]) -> Result<EraseResult> {
+        use sqlx::Row;
+        let mut tx = self.write_tx().await?;
+        let recordings = sqlx::query(q::ERASE_RECORDINGS)
+            .bind(number_hash)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .filter_map(|r| r.try_get::<Option<String>, _>("recording").ok().flatten())
+            .collect();
+        let contacts = sqlx::query(q::ERASE_CONTACTS)
+            .bind(number_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        let attempts = sqlx::query(q::ERASE_ATTEMPTS)
+            .bind(number_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        sqlx::query(q::ERASE_NUMBER_STATUS)
+            .bind(number_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(EraseResult {
+            contacts,
+            attempts,
+            recordings,
+        })
+    }
+
+    async fn sealed_numbers(
+        &self,
+        table: &'static str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<SealedNumber>> {
+        use sqlx::Row;
+        let sql = if table == "contacts" {
+            q::SEALED_CONTACTS
+        } else {
+            q::SEALED_BLACKLIST
+        };
+        let rows = sqlx::query(sql)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SealedNumber {
+                    table,
+                    id: r.try_get("id").map_err(db)?,
+                    number_enc: r.try_get("number_enc").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn reseal_number(&self, table: &'static str, id: i64, number_enc: &[u8]) -> Result<()> {
+        let sql = if table == "contacts" {
+            q::RESEAL_CONTACT
+        } else {
+            q::RESEAL_BLACKLIST
+        };
+        let n = sqlx::query(sql)
+            .bind(id)
+            .bind(number_enc)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if n == 0 {
+            let what = if table == "contacts" {
+                "contact"
+            } else {
+                "blacklist entry"
+            };
+            return Err(StoreError::NotFound { what, id });
+        }
+        Ok(())
     }
 }

@@ -66,6 +66,8 @@ macro_rules! store_suite {
                 add_100k_contacts_in_one_call,
                 blacklist_exact_prefix_scope_and_expiry,
                 number_status_learns_and_ages_out,
+                erase_scrubs_contacts_and_cdrs_everywhere,
+                sealed_numbers_page_and_reseal,
             );
         }
     };
@@ -1108,6 +1110,88 @@ mod cases {
         let st = s.number_status(b"n1", t(31)).await.unwrap().unwrap();
         assert_eq!((st.status.as_str(), st.answered), ("valid", 1));
         assert_eq!(s.number_status(b"n2", t(0)).await.unwrap(), None);
+    }
+
+    pub async fn erase_scrubs_contacts_and_cdrs_everywhere<S: Store>(s: Arc<S>) {
+        let a = campaign(&*s, "erase-a").await;
+        let b = campaign(&*s, "erase-b").await;
+        for c in [a, b] {
+            s.add_contacts(c, &[contact(7, 0), contact(8, 0)], t(0))
+                .await
+                .unwrap();
+        }
+        let due = s.due_contacts(a, t(1), 10).await.unwrap();
+        let target = due.iter().find(|c| c.number_hash == b"hash-7").unwrap().id;
+        let start = s.begin_attempt(target, "n", t(2)).await.unwrap().unwrap();
+        let mut record = cdr(Outcome::AnsweredHuman, Some(200));
+        record.recording = Some("/rec/1.wav".into());
+        let next = ContactNext::Done {
+            outcome: Outcome::AnsweredHuman,
+        };
+        s.finish_attempt(
+            start.attempt_id,
+            Outcome::AnsweredHuman,
+            None,
+            Some(&record),
+            next,
+            t(3),
+        )
+        .await
+        .unwrap();
+        s.record_number_outcome(b"hash-7", Outcome::AnsweredHuman, Some("valid"), t(3))
+            .await
+            .unwrap();
+        let r = s.erase_number(b"hash-7").await.unwrap();
+        assert_eq!((r.contacts, r.attempts), (2, 1));
+        assert_eq!(r.recordings, vec!["/rec/1.wav".to_string()]);
+        let erased = s.get_contact(target).await.unwrap();
+        assert_eq!(erased.masked, "[erased]");
+        assert!(erased.number_enc.is_empty());
+        assert_ne!(erased.number_hash, b"hash-7".to_vec());
+        assert_eq!(erased.state, ContactState::Done);
+        let at = s.list_attempts(a, None, 10).await.unwrap();
+        let c = at[0].cdr.as_ref().unwrap();
+        assert_eq!(
+            (c.callee.as_str(), c.recording.as_deref()),
+            ("[erased]", None)
+        );
+        assert_eq!(s.number_status(b"hash-7", t(0)).await.unwrap(), None);
+        assert_eq!(
+            s.attempts_to_number_since(b"hash-7", t(0)).await.unwrap(),
+            0
+        );
+        // Campaign b's copy is done (never dialed) and the other number is untouched.
+        let counts = s.campaign_counts(b).await.unwrap();
+        assert_eq!(counts.final_outcomes.get("blocked"), Some(&1));
+        assert_eq!(counts.contacts.get("pending"), Some(&1));
+        assert_eq!(s.erase_number(b"hash-7").await.unwrap().contacts, 0);
+    }
+
+    pub async fn sealed_numbers_page_and_reseal<S: Store>(s: Arc<S>) {
+        let (_, ids) = with_contacts(&*s, "seal", 5).await;
+        let page = s.sealed_numbers("contacts", 0, 3).await.unwrap();
+        assert_eq!(
+            page.iter().map(|p| p.id).collect::<Vec<_>>(),
+            ids[..3].to_vec()
+        );
+        let rest = s.sealed_numbers("contacts", page[2].id, 10).await.unwrap();
+        assert_eq!(rest.len(), 2);
+        s.reseal_number("contacts", ids[0], b"new-seal")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_contact(ids[0]).await.unwrap().number_enc,
+            b"new-seal".to_vec()
+        );
+        assert!(matches!(
+            s.reseal_number("contacts", 999_999, b"x").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(s
+            .sealed_numbers("blacklist", 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     pub async fn add_100k_contacts_in_one_call<S: Store>(s: Arc<S>) {

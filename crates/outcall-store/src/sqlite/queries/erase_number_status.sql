@@ -1,0 +1,1 @@
+DELETE FROM number_status WHERE number_hash = ?1

@@ -1,0 +1,1 @@
+UPDATE blacklist SET number_enc = ?2 WHERE id = ?1

@@ -1,0 +1,1 @@
+UPDATE contacts SET number_enc = ?2 WHERE id = ?1
