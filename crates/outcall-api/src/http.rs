@@ -12,6 +12,8 @@
 //! | POST, GET | `/v1/trunks` | add or replace a trunk, list |
 //! | POST, GET | `/v1/blacklist` | add do-not-call entries (JSON array), list (`?campaign_id=`) |
 //! | DELETE | `/v1/blacklist/{id}` | remove an entry |
+//! | POST | `/v1/numbers/erase` | right to erasure for `{"number": …}` |
+//! | POST | `/v1/keys/rotate` | re-encrypt every number with the current key |
 
 use crate::error::ApiError;
 use crate::service::CampaignService;
@@ -48,6 +50,8 @@ pub fn router(service: Arc<CampaignService>) -> Router {
             "/v1/blacklist/{id}",
             axum::routing::delete(remove_blacklist),
         )
+        .route("/v1/numbers/erase", post(erase_number))
+        .route("/v1/keys/rotate", post(rotate_keys))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -213,4 +217,19 @@ async fn remove_blacklist(State(s): Svc, Path(raw): Path<String>) -> Result<Resp
         .map_err(|_| ApiError::InvalidRequest(format!("`{raw}` is not an entry id")))?;
     s.remove_blacklist(id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EraseBody {
+    number: String,
+}
+
+async fn erase_number(State(s): Svc, body: Bytes) -> Result<Response, ApiError> {
+    let b: EraseBody = json(&body)?;
+    Ok(Json(s.erase_number(&b.number).await?).into_response())
+}
+
+async fn rotate_keys(State(s): Svc) -> Result<Response, ApiError> {
+    Ok(Json(s.rotate_keys().await?).into_response())
 }

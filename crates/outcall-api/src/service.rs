@@ -72,6 +72,24 @@ pub struct ImportReport {
     pub errors: Vec<RowError>,
 }
 
+/// What an erasure did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EraseReport {
+    pub contacts: u64,
+    pub attempts: u64,
+    pub recordings_deleted: u64,
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RotateReport {
+    pub current_key: u8,
+    pub checked: u64,
+    pub resealed: u64,
+    /// Sealed with a key the vault no longer holds.
+    pub unreadable: u64,
+}
+
 /// Campaign statistics.
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignStats {
@@ -473,6 +491,62 @@ impl CampaignService {
 
     pub async fn remove_blacklist(&self, id: i64) -> Result<(), ApiError> {
         Ok(self.store.remove_blacklist(id).await?)
+    }
+
+    /// Right to erasure for one number: scrubbed from every campaign's contacts, masked in CDRs,
+    /// its recordings deleted, its learned status forgotten.
+    pub async fn erase_number(&self, number: &str) -> Result<EraseReport, ApiError> {
+        let e164 = normalize_e164(number, &self.default_country_code)
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid number: {e}")))?;
+        let r = self
+            .store
+            .erase_number(&self.vault.blind_index(&e164))
+            .await?;
+        let mut deleted = 0;
+        for path in &r.recordings {
+            match std::fs::remove_file(path) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(error = %e, "cannot delete an erased recording"),
+            }
+        }
+        Ok(EraseReport {
+            contacts: r.contacts,
+            attempts: r.attempts,
+            recordings_deleted: deleted,
+        })
+    }
+
+    /// Re-encrypts every stored number not sealed with the vault's current key.
+    pub async fn rotate_keys(&self) -> Result<RotateReport, ApiError> {
+        let current = self.vault.current_key();
+        let mut report = RotateReport {
+            current_key: current,
+            ..RotateReport::default()
+        };
+        for table in ["contacts", "blacklist"] {
+            let mut after = 0;
+            loop {
+                let page = self.store.sealed_numbers(table, after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for sealed in page {
+                    report.checked += 1;
+                    if NumberVault::key_id(&sealed.number_enc) == Some(current) {
+                        continue;
+                    }
+                    match self.vault.decrypt(&sealed.number_enc) {
+                        Ok(n) => {
+                            let fresh = self.vault.encrypt(&n);
+                            self.store.reseal_number(table, sealed.id, &fresh).await?;
+                            report.resealed += 1;
+                        }
+                        Err(_) => report.unreadable += 1,
+                    }
+                }
+            }
+        }
+        Ok(report)
     }
 
     pub async fn list_trunks(&self) -> Result<Vec<serde_json::Value>, ApiError> {

@@ -1440,3 +1440,119 @@ async fn known_empty_numbers_are_skipped_at_import_unless_the_campaign_dials_the
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn erase_scrubs_a_number_from_every_campaign() {
+    let api = Api::new(Backend::Sqlite).await;
+    let a = api.campaign("erase-a").await;
+    let b = api.campaign("erase-b").await;
+    for c in [a, b] {
+        let csv = "number,name\n13800000001,Alice\n13800000002,Bob\n";
+        api.post_csv(&format!("/v1/campaigns/{c}/contacts"), csv)
+            .await;
+    }
+    let (status, r) = api
+        .post_json(
+            "/v1/numbers/erase",
+            &json!({ "number": "+86 138-0000-0001" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["contacts"].as_u64(), r["attempts"].as_u64()),
+        (Some(2), Some(0)),
+        "{r}"
+    );
+    for c in [a, b] {
+        let due = api
+            .store
+            .due_contacts(c, jiff::Timestamp::now(), 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "only Bob is left to call");
+        assert_eq!(due[0].variables["name"], "Bob");
+    }
+    // Importing the number again is a new contact (nothing of the old one is left to match).
+    let (_, r) = api
+        .post_csv(
+            &format!("/v1/campaigns/{a}/contacts"),
+            "number\n13800000001\n",
+        )
+        .await;
+    assert_eq!(r["added"], 1, "{r}");
+    let (status, r) = api
+        .post_json("/v1/numbers/erase", &json!({ "number": "nope" }))
+        .await;
+    assert_error(
+        &(status, r),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        &["invalid number"],
+    );
+}
+
+#[tokio::test]
+async fn key_rotation_reseals_every_number_and_old_keys_can_go() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let api = Api::with_store(store.clone());
+    let id = api.campaign("rotate").await;
+    api.post_csv(
+        &format!("/v1/campaigns/{id}/contacts"),
+        "number\n13800000001\n13800000002\n13800000003\n",
+    )
+    .await;
+    api.post_json(
+        "/v1/blacklist",
+        &json!([{ "number": "13900000009", "reason": "asked" }]),
+    )
+    .await;
+    // The operator adds key 2 and makes it current; key 1 is still loaded to read old data.
+    let both = NumberVault::new(&[(1, [1; 32]), (2, [7; 32])], 2, [2; 32]).unwrap();
+    let svc = CampaignService {
+        vault: Arc::new(both),
+        ..service(store.clone())
+    };
+    let rotated = router(Arc::new(svc));
+    let res = rotated
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/keys/rotate")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let r: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (
+            r["checked"].as_u64(),
+            r["resealed"].as_u64(),
+            r["unreadable"].as_u64()
+        ),
+        (Some(4), Some(4), Some(0)),
+        "{r}"
+    );
+    // Key 1 can now be dropped: key 2 alone reads every number.
+    let only_new = NumberVault::new(&[(2, [7; 32])], 2, [2; 32]).unwrap();
+    let mut numbers = Vec::new();
+    for table in ["contacts", "blacklist"] {
+        for sealed in store.sealed_numbers(table, 0, 100).await.unwrap() {
+            assert_eq!(NumberVault::key_id(&sealed.number_enc), Some(2));
+            numbers.push(only_new.decrypt(&sealed.number_enc).unwrap());
+        }
+    }
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        [
+            "+8613800000001",
+            "+8613800000002",
+            "+8613800000003",
+            "+8613900000009"
+        ]
+    );
+}
