@@ -68,6 +68,8 @@ pub struct ImportReport {
     pub blacklisted: u64,
     /// Learned to be empty numbers (空号): not added unless the campaign dials them anyway.
     pub known_empty: u64,
+    /// Outside the campaign's province/carrier filters: not added.
+    pub filtered: u64,
     /// The first rejected rows with their reasons.
     pub errors: Vec<RowError>,
 }
@@ -109,6 +111,8 @@ pub struct CampaignService {
     pub default_country_code: String,
     /// How long a learned number status (空号) is trusted.
     pub number_status_ttl: std::time::Duration,
+    /// Attribution (号码归属地): phone.dat when configured, then libphonenumber.
+    pub attributor: Arc<outcall_pool::number::Attributor>,
 }
 
 impl CampaignService {
@@ -170,7 +174,26 @@ impl CampaignService {
         let mut batch = Vec::with_capacity(BATCH);
         for (line, row) in rows {
             report.rows += 1;
-            match row.and_then(|r| self.protect(r)) {
+            let filters = &c.spec.filters;
+            let row = row.and_then(|r| self.protect(r)).and_then(|(nc, e164)| {
+                match filters.reject(nc.region.province.as_deref(), nc.region.carrier.as_deref()) {
+                    Some(why) => Err(format!("filtered: {why}")),
+                    None => Ok((nc, e164)),
+                }
+            });
+            if let Err(reason) = &row {
+                if reason.starts_with("filtered: ") {
+                    report.filtered += 1;
+                    if report.errors.len() < MAX_LISTED_ERRORS {
+                        report.errors.push(RowError {
+                            line,
+                            reason: reason.clone(),
+                        });
+                    }
+                    continue;
+                }
+            }
+            match row {
                 Ok((nc, e164)) => {
                     match blacklist
                         .iter()
@@ -249,6 +272,14 @@ impl CampaignService {
             time_zone: zone_for_number(&e164).map(str::to_string),
             priority: r.priority,
             variables: serde_json::Value::Object(r.variables),
+            region: match self.attributor.lookup(&e164) {
+                Some(a) => outcall_store::Region {
+                    province: (!a.province.is_empty()).then_some(a.province),
+                    city: (!a.city.is_empty()).then_some(a.city),
+                    carrier: Some(a.carrier.as_str().to_string()).filter(|c| c != "unknown"),
+                },
+                None => outcall_store::Region::default(),
+            },
         };
         Ok((nc, e164))
     }

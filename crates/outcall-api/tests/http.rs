@@ -43,6 +43,7 @@ fn service(store: Arc<dyn Store>) -> CampaignService {
         clock: Clock::system(),
         default_country_code: "86".into(),
         number_status_ttl: std::time::Duration::from_secs(90 * 86400),
+        attributor: Arc::new(outcall_pool::number::Attributor::new(None)),
     }
 }
 
@@ -1554,5 +1555,61 @@ async fn key_rotation_reseals_every_number_and_old_keys_can_go() {
             "+8613800000003",
             "+8613900000009"
         ]
+    );
+}
+
+#[tokio::test]
+async fn attribution_feeds_filters_and_province_statistics() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let dat =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/phone.dat");
+    let attributor = outcall_pool::number::Attributor::new(Some(
+        outcall_pool::attribution::PhoneDat::open(&dat).expect("../shared/data/phone.dat"),
+    ));
+    let svc = CampaignService {
+        attributor: Arc::new(attributor),
+        ..service(store.clone())
+    };
+    let api = Api {
+        router: router(Arc::new(svc)),
+        store,
+    };
+    let csv = "number\n13800138000\n13900001234\n0755-12345678\n18600001234\n";
+    // No filter: every number is added, counted by province.
+    let all = api.campaign("all").await;
+    let (_, r) = api
+        .post_csv(&format!("/v1/campaigns/{all}/contacts"), csv)
+        .await;
+    assert_eq!(r["added"], 4, "{r}");
+    let (_, st) = api.get(&format!("/v1/campaigns/{all}/stats")).await;
+    assert_eq!(st["provinces"]["北京"], 2, "{st}");
+    assert_eq!(st["provinces"]["新疆"], 1, "{st}");
+    assert_eq!(st["provinces"]["广东省"], 1, "{st}");
+    // Only Beijing, only China Mobile.
+    let spec = json!({ "name": "bj-mobile", "trunks": ["t"],
+                       "filters": { "provinces": ["北京"], "carriers": ["china_mobile"] } });
+    let (_, c) = api.post_json("/v1/campaigns", &spec).await;
+    let id = c["id"].as_i64().unwrap();
+    let (_, r) = api
+        .post_csv(&format!("/v1/campaigns/{id}/contacts"), csv)
+        .await;
+    assert_eq!(
+        (r["added"].as_u64(), r["filtered"].as_u64()),
+        (Some(1), Some(3)),
+        "{r}"
+    );
+    assert_rejected(
+        &r,
+        &[
+            (3, "filtered: province 新疆 is not in the campaign's filter"),
+            (
+                4,
+                "filtered: province 广东省 is not in the campaign's filter",
+            ),
+            (
+                5,
+                "filtered: carrier china_unicom is not in the campaign's filter",
+            ),
+        ],
     );
 }

@@ -243,6 +243,50 @@ pub struct CampaignSpec {
     /// and at dispatch.
     #[serde(default)]
     pub dial_known_empty: bool,
+    /// Only contacts whose number is attributed to one of these provinces / carriers (an empty
+    /// list allows all). Applied at import.
+    #[serde(default)]
+    pub filters: ContactFilters,
+}
+
+/// Import filters on a number's attribution (号码归属地).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactFilters {
+    /// Province names as attribution gives them (`广东` matches `广东省` too).
+    #[serde(default)]
+    pub provinces: Vec<String>,
+    /// Carriers: `china_mobile`, `china_unicom`, `china_telecom`, `china_broadnet`, `virtual_*`.
+    #[serde(default)]
+    pub carriers: Vec<String>,
+}
+
+impl ContactFilters {
+    /// Why a number with this attribution is filtered out, or `None` if it may be called.
+    pub fn reject(&self, province: Option<&str>, carrier: Option<&str>) -> Option<String> {
+        if !self.provinces.is_empty() {
+            let ok = province.is_some_and(|p| {
+                self.provinces
+                    .iter()
+                    .any(|f| p.starts_with(f.as_str()) || f.starts_with(p))
+            });
+            if !ok {
+                return Some(format!(
+                    "province {} is not in the campaign's filter",
+                    province.unwrap_or("unknown")
+                ));
+            }
+        }
+        if !self.carriers.is_empty()
+            && !carrier.is_some_and(|c| self.carriers.iter().any(|f| f == c))
+        {
+            return Some(format!(
+                "carrier {} is not in the campaign's filter",
+                carrier.unwrap_or("unknown")
+            ));
+        }
+        None
+    }
 }
 
 fn default_concurrency() -> u32 {

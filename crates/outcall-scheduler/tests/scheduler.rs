@@ -199,6 +199,7 @@ impl Env {
                 time_zone: tz.map(str::to_string),
                 priority: *prio,
                 variables: serde_json::json!({}),
+                region: Default::default(),
             })
             .collect();
         self.store

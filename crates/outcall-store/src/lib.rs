@@ -64,6 +64,16 @@ pub struct NewContact {
     pub priority: i32,
     /// Script variables (name, amount due, …).
     pub variables: serde_json::Value,
+    /// Attribution (号码归属地), when known.
+    pub region: Region,
+}
+
+/// Where a number is registered: province, city, original carrier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub province: Option<String>,
+    pub city: Option<String>,
+    pub carrier: Option<String>,
 }
 
 /// What `add_contacts` did.
@@ -92,6 +102,8 @@ pub struct ContactRecord {
     pub attempts: u32,
     pub last_outcome: Option<Outcome>,
     pub final_outcome: Option<Outcome>,
+    #[serde(flatten)]
+    pub region: Region,
 }
 
 /// An attempt that was opened: what the dialer needs.
@@ -148,6 +160,9 @@ pub struct CampaignCounts {
     /// Attempts by outcome (every attempt, retries included).
     pub attempt_outcomes: BTreeMap<String, u64>,
     pub attempts: u64,
+    /// Contacts by province (`unknown` when not attributed).
+    #[serde(default)]
+    pub provinces: BTreeMap<String, u64>,
 }
 
 /// A blacklist (do-not-call) entry to add: an exact number (by blind index) or an E.164 prefix.

@@ -163,6 +163,7 @@ impl Store for MemoryStore {
                         attempts: 0,
                         last_outcome: None,
                         final_outcome: None,
+                        region: c.region.clone(),
                     },
                 );
                 d.pending
@@ -373,6 +374,12 @@ impl Store for MemoryStore {
             let mut r = CampaignCounts::default();
             for c in d.contacts.values().filter(|c| c.campaign_id == campaign) {
                 *r.contacts.entry(c.state.as_str().to_string()).or_default() += 1;
+                let province = c
+                    .region
+                    .province
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into());
+                *r.provinces.entry(province).or_default() += 1;
                 if let Some(o) = c.final_outcome {
                     *r.final_outcomes.entry(o.as_str().to_string()).or_default() += 1;
                 }

@@ -39,6 +39,7 @@ mod q {
     pub const BLACKLIST_MATCH: &str = include_str!("sqlite/queries/blacklist_match.sql");
     pub const NUMBER_STATUS_UPSERT: &str = include_str!("sqlite/queries/number_status_upsert.sql");
     pub const NUMBER_STATUS_GET: &str = include_str!("sqlite/queries/number_status_get.sql");
+    pub const COUNTS_BY_PROVINCE: &str = include_str!("sqlite/queries/counts_by_province.sql");
     pub const ERASE_CONTACTS: &str = include_str!("sqlite/queries/erase_contacts.sql");
     pub const ERASE_RECORDINGS: &str = include_str!("sqlite/queries/erase_recordings.sql");
     pub const ERASE_ATTEMPTS: &str = include_str!("sqlite/queries/erase_attempts.sql");
@@ -99,6 +100,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "number_status",
         include_str!("../migrations/sqlite/0003_number_status.sql"),
+    ),
+    (
+        4,
+        "contact_region",
+        include_str!("../migrations/sqlite/0004_contact_region.sql"),
     ),
 ];
 
@@ -273,6 +279,11 @@ fn contact_row(row: &SqliteRow) -> Result<ContactRecord> {
         attempts: u32_col(row, "attempts")?,
         last_outcome: opt_outcome(col(row, "last_outcome")?)?,
         final_outcome: opt_outcome(col(row, "final_outcome")?)?,
+        region: crate::Region {
+            province: col(row, "province")?,
+            city: col(row, "city")?,
+            carrier: col(row, "carrier")?,
+        },
     })
 }
 
@@ -465,6 +476,9 @@ impl Store for SqliteStore {
                 .bind(i64::from(c.priority))
                 .bind(c.variables.to_string())
                 .bind(now)
+                .bind(&c.region.province)
+                .bind(&c.region.city)
+                .bind(&c.region.carrier)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
@@ -700,6 +714,7 @@ impl Store for SqliteStore {
             (q::COUNTS_CONTACTS_BY_STATE, &mut counts.contacts),
             (q::COUNTS_FINAL_OUTCOMES, &mut counts.final_outcomes),
             (q::COUNTS_ATTEMPT_OUTCOMES, &mut counts.attempt_outcomes),
+            (q::COUNTS_BY_PROVINCE, &mut counts.provinces),
         ] {
             let rows = sqlx::query(sql)
                 .bind(campaign)

@@ -153,6 +153,11 @@ fn contact(n: u32, priority: i32) -> NewContact {
         },
         priority,
         variables: json!({ "name": format!("customer {n}"), "amount": n }),
+        region: outcall_store::Region {
+            province: (n % 3 != 2).then(|| if n % 3 == 0 { "广东" } else { "北京" }.to_string()),
+            city: (n % 3 == 0).then(|| "深圳".to_string()),
+            carrier: Some("china_mobile".into()),
+        },
     }
 }
 
@@ -189,6 +194,21 @@ fn cdr(outcome: Outcome, sip_status: Option<u16>) -> Cdr {
 }
 
 mod cases {
+    /// A campaign of contacts 0..4: provinces 广东 (0, 3), 北京 (1), none (2).
+    async fn id_for_provinces<S: Store>(s: &S) -> i64 {
+        let id = campaign(s, "provinces").await;
+        let batch: Vec<_> = (0..4).map(|i| contact(i, 0)).collect();
+        s.add_contacts(id, &batch, t(0)).await.unwrap();
+        let c = s
+            .get_contact(s.due_contacts(id, t(0), 10).await.unwrap()[0].id)
+            .await
+            .unwrap();
+        assert_eq!(c.region.province.as_deref(), Some("广东"));
+        assert_eq!(c.region.city.as_deref(), Some("深圳"));
+        assert_eq!(c.region.carrier.as_deref(), Some("china_mobile"));
+        id
+    }
+
     use super::*;
 
     async fn campaign<S: Store>(s: &S, name: &str) -> i64 {
@@ -919,6 +939,15 @@ mod cases {
             (noise.attempts, noise.contacts.get("dialing")),
             (1, Some(&1))
         );
+        // Attribution is stored with each contact and counted by province.
+        let provinces = s
+            .campaign_counts(id_for_provinces(&*s).await)
+            .await
+            .unwrap()
+            .provinces;
+        assert_eq!(provinces.get("广东"), Some(&2));
+        assert_eq!(provinces.get("北京"), Some(&1));
+        assert_eq!(provinces.get("unknown"), Some(&1));
     }
 
     pub async fn list_attempts_pages_by_cursor<S: Store>(s: Arc<S>) {
@@ -1244,6 +1273,7 @@ async fn sqlite_file_holds_no_plaintext_number() {
             time_zone: Some("Asia/Shanghai".into()),
             priority: 0,
             variables: json!({ "name": "customer" }),
+            region: Default::default(),
         })
         .collect();
     store.add_contacts(id, &contacts, t(0)).await.unwrap();

@@ -35,6 +35,10 @@ pub struct AppConfig {
     /// Calls in progress on this node, all campaigns together.
     #[serde(default = "default_node_concurrency")]
     pub max_concurrent_calls: u32,
+    /// A `phone.dat` attribution file (号码归属地) for Chinese mobiles; libphonenumber's data
+    /// answers without it.
+    #[serde(default)]
+    pub phone_dat: Option<PathBuf>,
     /// Days a learned number status (空号) is trusted before it ages out.
     #[serde(default = "default_status_ttl")]
     pub number_status_ttl_days: u64,
@@ -123,6 +127,10 @@ impl App {
                 })
                 .await?;
         }
+        let phone_dat = match &cfg.phone_dat {
+            Some(p) => Some(outcall_pool::attribution::PhoneDat::open(p)?),
+            None => None,
+        };
         let ua = SipUserAgent::start(cfg.ua.clone(), Classifier::from_config(&cfg.classification))
             .await
             .context("cannot start the SIP user agent")?;
@@ -148,6 +156,7 @@ impl App {
             clock,
             default_country_code: cfg.default_country_code.clone(),
             number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
+            attributor: Arc::new(outcall_pool::number::Attributor::new(phone_dat)),
         });
         Ok(App {
             service,

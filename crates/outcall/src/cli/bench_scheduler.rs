@@ -119,6 +119,7 @@ async fn seed(
             time_zone: None,
             priority: (i % 7) as i32,
             variables: serde_json::json!({}),
+            region: Default::default(),
         });
         if batch.len() == 5000 {
             store.add_contacts(c.id, &batch, Timestamp::now()).await?;
