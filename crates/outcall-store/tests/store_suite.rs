@@ -154,8 +154,15 @@ fn contact(n: u32, priority: i32) -> NewContact {
         priority,
         variables: json!({ "name": format!("customer {n}"), "amount": n }),
         region: outcall_store::Region {
-            province: (n % 3 != 2).then(|| if n % 3 == 0 { "广东" } else { "北京" }.to_string()),
-            city: (n % 3 == 0).then(|| "深圳".to_string()),
+            province: (n % 3 != 2).then(|| {
+                if n.is_multiple_of(3) {
+                    "广东"
+                } else {
+                    "北京"
+                }
+                .to_string()
+            }),
+            city: n.is_multiple_of(3).then(|| "深圳".to_string()),
             carrier: Some("china_mobile".into()),
         },
     }
