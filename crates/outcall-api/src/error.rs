@@ -26,7 +26,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body too large (limit {0} bytes)")]
     PayloadTooLarge(usize),
-    #[error("unsupported content type `{0}`: use application/json or text/csv")]
+    #[error(
+        "unsupported content type `{0}`: use text/csv, application/json or application/x-ndjson"
+    )]
     UnsupportedMediaType(String),
     #[error("internal error: {0}")]
     Internal(String),

@@ -13,10 +13,11 @@
 //! | POST, GET | `/v1/blacklist` | add do-not-call entries (JSON array), list (`?campaign_id=`) |
 //! | DELETE | `/v1/blacklist/{id}` | remove an entry |
 //! | POST | `/v1/numbers/erase` | right to erasure for `{"number": …}` |
+//! | GET | `/v1/imports/{id}` | a background import (`contacts?async=true`): rows read, report |
 //! | POST | `/v1/keys/rotate` | re-encrypt every number with the current key |
 
 use crate::error::ApiError;
-use crate::service::CampaignService;
+use crate::service::{CampaignService, UploadFormat};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -51,6 +52,7 @@ pub fn router(service: Arc<CampaignService>) -> Router {
             axum::routing::delete(remove_blacklist),
         )
         .route("/v1/numbers/erase", post(erase_number))
+        .route("/v1/imports/{id}", get(import_job))
         .route("/v1/keys/rotate", post(rotate_keys))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -102,6 +104,9 @@ async fn get_campaign(State(s): Svc, Path(raw): Path<String>) -> Result<Response
 #[derive(Deserialize)]
 struct ContactsQuery {
     number_column: Option<String>,
+    /// Import in the background: 202 with a job to poll at `/v1/imports/{id}`.
+    #[serde(default, rename = "async")]
+    background: bool,
 }
 
 async fn add_contacts(
@@ -119,18 +124,22 @@ async fn add_contacts(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_ascii_lowercase();
-    let report = if ct.starts_with("text/csv") {
-        s.import_csv(
-            id,
-            &body[..],
-            q.number_column.as_deref().unwrap_or("number"),
-        )
-        .await?
+    let format = if ct.starts_with("text/csv") {
+        UploadFormat::Csv {
+            number_column: q.number_column.unwrap_or_else(|| "number".into()),
+        }
+    } else if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
+        UploadFormat::JsonLines
     } else if ct.starts_with("application/json") {
-        s.import_json(id, &body).await?
+        UploadFormat::Json
     } else {
         return Err(ApiError::UnsupportedMediaType(ct));
     };
+    if q.background {
+        let job = s.start_import(id, body.to_vec(), format).await?;
+        return Ok((StatusCode::ACCEPTED, Json(job)).into_response());
+    }
+    let report = s.import(id, &body, &format, None).await?;
     Ok(Json(report).into_response())
 }
 
@@ -232,4 +241,11 @@ async fn erase_number(State(s): Svc, body: Bytes) -> Result<Response, ApiError> 
 
 async fn rotate_keys(State(s): Svc) -> Result<Response, ApiError> {
     Ok(Json(s.rotate_keys().await?).into_response())
+}
+
+async fn import_job(State(s): Svc, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = raw
+        .parse::<u64>()
+        .map_err(|_| ApiError::InvalidRequest(format!("`{raw}` is not an import id")))?;
+    Ok(Json(s.import_job(id)?).into_response())
 }

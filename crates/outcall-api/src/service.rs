@@ -113,6 +113,69 @@ pub struct CampaignService {
     pub number_status_ttl: std::time::Duration,
     /// Attribution (号码归属地): phone.dat when configured, then libphonenumber.
     pub attributor: Arc<outcall_pool::number::Attributor>,
+    /// Imports running in the background (`?async=true`).
+    pub jobs: ImportJobs,
+}
+
+/// The format of a contacts upload.
+#[derive(Debug, Clone)]
+pub enum UploadFormat {
+    Csv { number_column: String },
+    Json,
+    JsonLines,
+}
+
+/// Background imports, kept in memory while the process runs.
+#[derive(Default)]
+pub struct ImportJobs {
+    next: std::sync::atomic::AtomicU64,
+    jobs: std::sync::Mutex<std::collections::HashMap<u64, Arc<ImportJob>>>,
+}
+
+struct ImportJob {
+    id: u64,
+    campaign_id: CampaignId,
+    rows: std::sync::atomic::AtomicU64,
+    result: std::sync::Mutex<Option<Result<ImportReport, (String, String)>>>,
+}
+
+/// What a background import has done so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportJobView {
+    pub id: u64,
+    pub campaign_id: CampaignId,
+    /// `running`, `done` or `failed`.
+    pub status: &'static str,
+    pub rows_read: u64,
+    pub report: Option<ImportReport>,
+    pub error: Option<serde_json::Value>,
+}
+
+impl ImportJob {
+    fn view(&self) -> ImportJobView {
+        let result = self
+            .result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (status, report, error) = match result {
+            None => ("running", None, None),
+            Some(Ok(r)) => ("done", Some(r), None),
+            Some(Err((code, message))) => (
+                "failed",
+                None,
+                Some(serde_json::json!({ "code": code, "message": message })),
+            ),
+        };
+        ImportJobView {
+            id: self.id,
+            campaign_id: self.campaign_id,
+            status,
+            rows_read: self.rows.load(std::sync::atomic::Ordering::Relaxed),
+            report,
+            error,
+        }
+    }
 }
 
 impl CampaignService {
@@ -154,6 +217,16 @@ impl CampaignService {
         id: CampaignId,
         rows: impl IntoIterator<Item = (u64, Result<ContactInput, String>)>,
     ) -> Result<ImportReport, ApiError> {
+        self.add_contacts_tracked(id, rows, None).await
+    }
+
+    /// [`Self::add_contacts`], counting rows read into `progress` as it goes.
+    pub async fn add_contacts_tracked(
+        &self,
+        id: CampaignId,
+        rows: impl IntoIterator<Item = (u64, Result<ContactInput, String>)>,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Result<ImportReport, ApiError> {
         let c = self.store.get_campaign(id).await?;
         if c.status.is_final() {
             return Err(ApiError::IllegalTransition(format!(
@@ -174,6 +247,9 @@ impl CampaignService {
         let mut batch = Vec::with_capacity(BATCH);
         for (line, row) in rows {
             report.rows += 1;
+            if let Some(p) = progress {
+                p.store(report.rows, std::sync::atomic::Ordering::Relaxed);
+            }
             let filters = &c.spec.filters;
             let row = row.and_then(|r| self.protect(r)).and_then(|(nc, e164)| {
                 match filters.reject(nc.region.province.as_deref(), nc.region.carrier.as_deref()) {
@@ -292,6 +368,18 @@ impl CampaignService {
         reader: R,
         number_column: &str,
     ) -> Result<ImportReport, ApiError> {
+        self.import_csv_tracked(id, reader, number_column, None)
+            .await
+    }
+
+    /// [`Self::import_csv`] with a row counter for progress reporting.
+    pub async fn import_csv_tracked<R: std::io::Read>(
+        &self,
+        id: CampaignId,
+        reader: R,
+        number_column: &str,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Result<ImportReport, ApiError> {
         let lines = Arc::new(Mutex::new(LineStarts::new()));
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
@@ -355,7 +443,31 @@ impl CampaignService {
                 )
             }
         });
-        self.add_contacts(id, rows).await
+        self.add_contacts_tracked(id, rows, progress).await
+    }
+
+    /// Imports JSON Lines: one `{"number": …}` object or one string per line; blank lines are
+    /// skipped; line numbers are the file's. Streams the reader.
+    pub async fn import_jsonl<R: std::io::BufRead>(
+        &self,
+        id: CampaignId,
+        reader: R,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Result<ImportReport, ApiError> {
+        let rows = reader.lines().enumerate().filter_map(|(i, line)| {
+            let n = i as u64 + 1;
+            match line {
+                Err(e) => Some((n, Err(format!("unreadable line: {e}")))),
+                Ok(l) if l.trim().is_empty() => None,
+                Ok(l) => Some((
+                    n,
+                    serde_json::from_str::<serde_json::Value>(&l)
+                        .map_err(|e| format!("not JSON: {e}"))
+                        .and_then(json_row),
+                )),
+            }
+        });
+        self.add_contacts_tracked(id, rows, progress).await
     }
 
     /// Imports a JSON array of `{"number": …, "priority": …, "variables": {…}}` or of strings.
@@ -367,6 +479,72 @@ impl CampaignService {
             .enumerate()
             .map(|(i, v)| (i as u64 + 1, json_row(v)));
         self.add_contacts(id, rows).await
+    }
+
+    /// Imports an upload of any format, counting rows read into `progress`.
+    pub async fn import(
+        &self,
+        id: CampaignId,
+        body: &[u8],
+        format: &UploadFormat,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Result<ImportReport, ApiError> {
+        match format {
+            UploadFormat::Csv { number_column } => {
+                self.import_csv_tracked(id, body, number_column, progress)
+                    .await
+            }
+            UploadFormat::Json => self.import_json(id, body).await,
+            UploadFormat::JsonLines => self.import_jsonl(id, body, progress).await,
+        }
+    }
+
+    /// Starts an import in the background; poll it with [`Self::import_job`].
+    pub async fn start_import(
+        self: &Arc<Self>,
+        id: CampaignId,
+        body: Vec<u8>,
+        format: UploadFormat,
+    ) -> Result<ImportJobView, ApiError> {
+        let c = self.store.get_campaign(id).await?;
+        if c.status.is_final() {
+            return Err(ApiError::IllegalTransition(format!(
+                "cannot add contacts to a campaign that is {}",
+                c.status
+            )));
+        }
+        let job_id = self
+            .jobs
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let job = Arc::new(ImportJob {
+            id: job_id,
+            campaign_id: id,
+            rows: Default::default(),
+            result: Default::default(),
+        });
+        self.jobs
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job_id, job.clone());
+        let svc = self.clone();
+        let view = job.view();
+        tokio::spawn(async move {
+            let r = svc.import(id, &body, &format, Some(&job.rows)).await;
+            let r = r.map_err(|e| (e.code().to_string(), e.to_string()));
+            *job.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        });
+        Ok(view)
+    }
+
+    /// A background import's progress or result.
+    pub fn import_job(&self, job: u64) -> Result<ImportJobView, ApiError> {
+        let jobs = self.jobs.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.get(&job)
+            .map(|j| j.view())
+            .ok_or_else(|| ApiError::NotFound(format!("import job {job} not found")))
     }
 
     pub async fn stats(&self, id: CampaignId) -> Result<CampaignStats, ApiError> {

@@ -44,6 +44,7 @@ fn service(store: Arc<dyn Store>) -> CampaignService {
         default_country_code: "86".into(),
         number_status_ttl: std::time::Duration::from_secs(90 * 86400),
         attributor: Arc::new(outcall_pool::number::Attributor::new(None)),
+        jobs: Default::default(),
     }
 }
 
@@ -707,7 +708,10 @@ async fn contacts_in_another_media_type_are_refused() {
         .await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
-        &["text/plain", "application/json or text/csv"],
+        &[
+            "text/plain",
+            "text/csv, application/json or application/x-ndjson",
+        ],
     );
     // Parameters and case are fine.
     let (status, report) = api
@@ -1612,4 +1616,54 @@ async fn attribution_feeds_filters_and_province_statistics() {
             ),
         ],
     );
+}
+
+#[tokio::test]
+async fn json_lines_and_background_imports() {
+    let api = Api::new(Backend::Sqlite).await;
+    let id = api.campaign("jsonl").await;
+    let body = "{\"number\": \"13800000001\", \"variables\": {\"name\": \"A\"}}\n\n\"13800000002\"\nnot json\n{\"number\": \"x1\"}\n";
+    let (status, text) = api
+        .raw(
+            Method::POST,
+            &format!("/v1/campaigns/{id}/contacts"),
+            Some("application/x-ndjson"),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_counts(&r, 4, 2, 0, 2);
+    assert_rejected(&r, &[(4, "not JSON"), (5, "invalid number")]);
+
+    // In the background: 202 with a job, then its report.
+    let csv: String = std::iter::once("number".to_string())
+        .chain((0..3000).map(|i| format!("139{i:08}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (status, text) = api
+        .raw(
+            Method::POST,
+            &format!("/v1/campaigns/{id}/contacts?async=true"),
+            Some("text/csv"),
+            csv,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let job: Value = serde_json::from_str(&text).unwrap();
+    let job_id = job["id"].as_u64().unwrap();
+    assert_eq!(job["campaign_id"], id);
+    let mut done = Value::Null;
+    for _ in 0..200 {
+        let (_, j) = api.get(&format!("/v1/imports/{job_id}")).await;
+        if j["status"] == "done" {
+            done = j;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(done["rows_read"], 3000, "{done}");
+    assert_eq!(done["report"]["added"], 3000, "{done}");
+    let (status, _) = api.get("/v1/imports/999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

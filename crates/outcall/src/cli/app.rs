@@ -157,6 +157,7 @@ impl App {
             default_country_code: cfg.default_country_code.clone(),
             number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
             attributor: Arc::new(outcall_pool::number::Attributor::new(phone_dat)),
+            jobs: Default::default(),
         });
         Ok(App {
             service,

@@ -22,7 +22,8 @@ pub struct RunArgs {
     /// Campaign file: a `[campaign]` table and optional `[[trunks]]`.
     #[arg(long)]
     pub file: PathBuf,
-    /// Contacts: CSV with a header (`.csv`), a JSON array (`.json`) or one number per line.
+    /// Contacts: CSV with a header (`.csv`), a JSON array (`.json`), JSON Lines (`.jsonl`) or
+    /// one number per line.
     #[arg(long)]
     pub contacts: PathBuf,
     /// CSV column holding the number.
@@ -74,22 +75,47 @@ async fn run_campaign(a: RunArgs) -> Result<ExitCode> {
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let rows_read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let import_bar = ProgressBar::new_spinner();
+    import_bar.set_style(
+        ProgressStyle::with_template("{spinner} importing {pos} rows ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let ticker = {
+        let (bar, rows) = (import_bar.clone(), rows_read.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(rows.load(std::sync::atomic::Ordering::Relaxed));
+                bar.tick();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let progress = Some(&*rows_read);
     let report = match ext.as_str() {
         "json" => {
             let body = std::fs::read(&a.contacts)?;
             svc.import_json(id, &body).await?
         }
+        "jsonl" | "ndjson" => {
+            svc.import_jsonl(id, std::io::BufReader::new(contacts), progress)
+                .await?
+        }
         "csv" => {
-            svc.import_csv(id, std::io::BufReader::new(contacts), &a.number_column)
+            let reader = std::io::BufReader::new(contacts);
+            svc.import_csv_tracked(id, reader, &a.number_column, progress)
                 .await?
         }
         _ => {
             // One number per line: a CSV without header.
             let body = std::fs::read_to_string(&a.contacts)?;
             let with_header = format!("number\n{body}");
-            svc.import_csv(id, with_header.as_bytes(), "number").await?
+            svc.import_csv_tracked(id, with_header.as_bytes(), "number", progress)
+                .await?
         }
     };
+    ticker.abort();
+    import_bar.finish_and_clear();
     eprintln!(
         "campaign {id} `{}`: {} rows, {} added, {} duplicates, {} invalid",
         campaign.spec.name, report.rows, report.added, report.duplicates, report.invalid
