@@ -10,28 +10,12 @@ use outcall_telephony::engine::AfterPrompt;
 use outcall_telephony::{
     CallEngine, CallRequest, Prompt, SipTransport, SipUserAgent, TrunkConfig, UaConfig,
 };
-use std::net::{TcpListener, UdpSocket};
+use outcall_testkit::{free_port, scenario};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/sipp")
-        .join(name)
-}
-
-/// A free port on loopback for both UDP and TCP (best effort).
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 struct Sipp {
     child: Child,

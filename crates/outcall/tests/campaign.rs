@@ -3,29 +3,15 @@
 //! 6-7 busy, 8 rings until our CANCEL, 9 is an empty number (404, Q.850 1).
 #![allow(clippy::disallowed_methods)] // plain threads here: no tokio runtime to block
 
+use outcall_testkit::{free_port, start_sipp, SippProcess, Transport};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_outcall")
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 struct Proc(Child);
@@ -37,31 +23,15 @@ impl Drop for Proc {
 }
 
 /// SIPp carrier with a message trace (to count the INVITEs it really received).
-fn carrier(dir: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new("sipp")
-        .arg("-sf")
-        .arg(repo().join("tests/sipp/uas_mix.xml"))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-mi",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .args(["-nostdin", "-trace_msg", "-message_file"])
-        .arg(dir.join("sipp_messages.log"))
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp is installed");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Proc(child), port)
+fn carrier(dir: &Path) -> SippProcess {
+    let log = dir.join("sipp_messages.log");
+    let log = log.to_string_lossy();
+    start_sipp(
+        "uas_mix.xml",
+        Transport::Udp,
+        &["-trace_msg", "-message_file", &log],
+        dir,
+    )
 }
 
 /// Distinct Call-IDs of the INVITEs SIPp received.
@@ -129,7 +99,8 @@ fn expected(n: u32) -> BTreeMap<String, u64> {
 #[test]
 fn campaign_run_finishes_with_the_carrier_outcomes_and_retries_busy_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let (_sipp, port) = carrier(dir.path());
+    let sipp = carrier(dir.path());
+    let port = sipp.port;
     let campaign = format!(
         r#"
 [[trunks]]
@@ -342,7 +313,8 @@ fn wait_for(api: u16, id: i64, limit: Duration, done: impl Fn(&Value) -> bool) -
 fn kill_9_mid_campaign_then_restart_loses_nothing_and_dials_no_attempt_twice() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (_sipp, port) = carrier(dir.path());
+    let sipp = carrier(dir.path());
+    let port = sipp.port;
     let cfg = config(dir.path(), port);
     let api = free_port();
     let mut first = serve(&data, Some(&cfg), api);
@@ -401,7 +373,8 @@ fn kill_9_mid_campaign_then_restart_loses_nothing_and_dials_no_attempt_twice() {
 fn sigterm_drains_calls_in_flight_and_leaves_no_open_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (_sipp, port) = carrier(dir.path());
+    let sipp = carrier(dir.path());
+    let port = sipp.port;
     let cfg = config(dir.path(), port);
     let api = free_port();
     let mut node = serve(&data, Some(&cfg), api);

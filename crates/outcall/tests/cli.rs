@@ -2,73 +2,29 @@
 //! and clear errors for bad input.
 #![allow(clippy::disallowed_methods)] // plain threads here: no tokio runtime to block
 
-use std::net::{TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use outcall_testkit::{start_sipp, SippProcess, Transport};
+use std::path::Path;
+use std::process::Command;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_outcall")
 }
 
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/sipp")
-        .join(name)
-}
-
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-fn sipp(name: &str, calls: u32, dir: &Path) -> (Child, u16) {
-    let port = free_port();
-    let child = Command::new("sipp")
-        .arg("-sf")
-        .arg(scenario(name))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-mi",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .args([
-            "-m",
-            &calls.to_string(),
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp is installed");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
+fn sipp(name: &str, calls: u32, dir: &Path) -> SippProcess {
+    let calls = calls.to_string();
+    let args = ["-m", calls.as_str(), "-timeout", "60s", "-timeout_error"];
+    start_sipp(name, Transport::Udp, &args, dir)
 }
 
 #[test]
 fn call_prints_transitions_and_a_classified_cdr() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut carrier, port) = sipp("uas_404_cause1.xml", 1, dir.path());
+    let mut carrier = sipp("uas_404_cause1.xml", 1, dir.path());
     let out = Command::new(bin())
         .args([
             "call",
             "--trunk",
-            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", carrier.port),
             "--to",
             "13700137000",
         ])
@@ -76,7 +32,7 @@ fn call_prints_transitions_and_a_classified_cdr() {
         .output()
         .unwrap();
     assert!(
-        carrier.wait().unwrap().success(),
+        carrier.child.wait().unwrap().success(),
         "sipp saw the whole dialog"
     );
     assert!(
@@ -108,19 +64,19 @@ fn call_prints_transitions_and_a_classified_cdr() {
 #[test]
 fn info_logs_keep_numbers_masked() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut carrier, port) = sipp("uas_busy.xml", 1, dir.path());
+    let mut carrier = sipp("uas_busy.xml", 1, dir.path());
     let out = Command::new(bin())
         .args([
             "--log-filter",
             "debug",
             "call",
             "--trunk",
-            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", carrier.port),
         ])
         .args(["--to", "13900139000"])
         .output()
         .unwrap();
-    assert!(carrier.wait().unwrap().success());
+    assert!(carrier.child.wait().unwrap().success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("139****9000"),
@@ -135,13 +91,18 @@ fn info_logs_keep_numbers_masked() {
 #[test]
 fn bench_prints_a_table_with_outcomes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut carrier, port) = sipp("uas_bench.xml", 50, dir.path());
+    let mut carrier = sipp("uas_bench.xml", 50, dir.path());
     let out = Command::new(bin())
-        .args(["bench", "sip", "--trunk", &format!("127.0.0.1:{port}")])
+        .args([
+            "bench",
+            "sip",
+            "--trunk",
+            &format!("127.0.0.1:{}", carrier.port),
+        ])
         .args(["--calls", "50", "--cps", "100"])
         .output()
         .unwrap();
-    assert!(carrier.wait().unwrap().success());
+    assert!(carrier.child.wait().unwrap().success());
     assert!(
         out.status.success(),
         "{}",

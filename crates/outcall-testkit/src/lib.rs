@@ -1,0 +1,97 @@
+//! What Outcall's integration tests share: free loopback ports, the SIPp scenarios of
+//! `tests/sipp/`, and starting a SIPp carrier and waiting until it listens. Only tests use it.
+#![allow(clippy::disallowed_methods)] // plain threads: no tokio runtime here
+
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A scenario file of `tests/sipp/`.
+pub fn scenario(name: &str) -> PathBuf {
+    repo().join("tests/sipp").join(name)
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP (best effort).
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("bind a udp port");
+        let p = u.local_addr().expect("local addr").port();
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// SIP transport of a SIPp carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A SIPp UAS on 127.0.0.1: `scenario` from `tests/sipp/`, `args` added to the command line, run
+/// in `dir` (SIPp writes its logs there). Returns once SIPp listens on its port. The process is
+/// killed when the returned handle drops.
+pub fn start_sipp(
+    scenario_name: &str,
+    transport: Transport,
+    args: &[&str],
+    dir: &Path,
+) -> SippProcess {
+    let port = free_port();
+    let t = match transport {
+        Transport::Udp => "u1",
+        Transport::Tcp => "t1",
+    };
+    let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(scenario(scenario_name))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            t,
+        ])
+        .arg("-nostdin")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp is installed (apt-get install sip-tester)");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let listening = match transport {
+            Transport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_err(),
+            Transport::Tcp => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        if listening {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    SippProcess { child, port }
+}
+
+/// A running SIPp.
+pub struct SippProcess {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for SippProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
