@@ -10,15 +10,14 @@ use outcall_telephony::engine::AfterPrompt;
 use outcall_telephony::{
     CallEngine, CallRequest, Prompt, SipTransport, SipUserAgent, TrunkConfig, UaConfig,
 };
-use outcall_testkit::{free_port, scenario};
-use std::net::UdpSocket;
+use outcall_testkit::{start_sipp, SippProcess, Transport};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Sipp {
-    child: Child,
+    /// Killed when dropped.
+    sipp: SippProcess,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -26,52 +25,18 @@ struct Sipp {
 impl Sipp {
     async fn start(name: &str, transport: SipTransport, extra: &[&str]) -> Sipp {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let t = match transport {
-            SipTransport::Udp => "u1",
-            SipTransport::Tcp => "t1",
+            SipTransport::Udp => Transport::Udp,
+            SipTransport::Tcp => Transport::Tcp,
         };
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(scenario(name))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-mi",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                t,
-            ])
-            .args([
-                "-m",
-                "1",
-                "-nostdin",
-                "-trace_err",
-                "-timeout",
-                "60s",
-                "-timeout_error",
-            ])
-            .args(extra)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp is installed (apt-get install sip-tester)");
-        // Wait until SIPp has bound its signalling port.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let bound = match transport {
-                SipTransport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_err(),
-                SipTransport::Tcp => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            };
-            if bound {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut args = vec!["-m", "1", "-trace_err", "-timeout", "60s", "-timeout_error"];
+        args.extend_from_slice(extra);
+        let sipp = start_sipp(name, t, &args, dir.path());
+        Sipp {
+            port: sipp.port,
+            sipp,
+            dir,
         }
-        Sipp { child, port, dir }
     }
 
     fn trunk(&self, transport: SipTransport) -> TrunkConfig {
@@ -84,7 +49,7 @@ impl Sipp {
     async fn wait_success(mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
+            if let Some(st) = self.sipp.child.try_wait().unwrap() {
                 if !st.success() {
                     for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
                         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
@@ -98,18 +63,11 @@ impl Sipp {
                 return st.success();
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
+                let _ = self.sipp.child.kill();
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
