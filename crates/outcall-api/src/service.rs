@@ -15,6 +15,10 @@ use std::sync::{Arc, Mutex};
 
 /// Contacts are written to the store in batches of this size.
 const BATCH: usize = 5000;
+/// Room in an import's dedup filter for new numbers (beyond the campaign's), and its target
+/// false-positive rate; an upload larger than the room only raises the rate of exact checks.
+const DEDUP_HEADROOM: usize = 1_000_000;
+const DEDUP_FALSE_POSITIVES: f64 = 0.01;
 /// At most this many rejected rows are listed one by one in an import report.
 const MAX_LISTED_ERRORS: usize = 1000;
 
@@ -70,6 +74,8 @@ pub struct ImportReport {
     pub known_empty: u64,
     /// Outside the campaign's province/carrier filters: not added.
     pub filtered: u64,
+    /// Size of the bloom filter that deduplicated this import.
+    pub dedup_filter_bytes: u64,
     /// The first rejected rows with their reasons.
     pub errors: Vec<RowError>,
 }
@@ -244,6 +250,9 @@ impl CampaignService {
             .checked_sub(jiff::SignedDuration::try_from(self.number_status_ttl).unwrap_or_default())
             .unwrap_or(now);
         let mut report = ImportReport::default();
+        let mut dedup = self.seeded_dedup(id).await?;
+        report.dedup_filter_bytes = dedup.memory_bytes() as u64;
+        let mut batch_hashes = std::collections::HashSet::new();
         let mut batch = Vec::with_capacity(BATCH);
         for (line, row) in rows {
             report.rows += 1;
@@ -289,7 +298,19 @@ impl CampaignService {
                                 report.errors.push(RowError { line, reason });
                             }
                         }
-                        None => batch.push(nc),
+                        None => {
+                            // The bloom filter first; a possible repeat is confirmed exactly
+                            // (the rows waiting in this batch, then the store).
+                            let repeat = dedup.check_and_insert(&nc.number_hash)
+                                && (batch_hashes.contains(&nc.number_hash)
+                                    || self.store.contact_exists(id, &nc.number_hash).await?);
+                            if repeat {
+                                report.duplicates += 1;
+                            } else {
+                                batch_hashes.insert(nc.number_hash.clone());
+                                batch.push(nc);
+                            }
+                        }
                     }
                 }
                 Err(reason) => {
@@ -301,6 +322,7 @@ impl CampaignService {
             }
             if batch.len() >= BATCH {
                 self.flush(id, &mut batch, &mut report).await?;
+                batch_hashes.clear();
             }
         }
         self.flush(id, &mut batch, &mut report).await?;
@@ -308,6 +330,31 @@ impl CampaignService {
             s.reload(id);
         }
         Ok(report)
+    }
+
+    /// A dedup filter holding the campaign's numbers, with room for a large upload.
+    async fn seeded_dedup(&self, id: CampaignId) -> Result<outcall_pool::dedup::Dedup, ApiError> {
+        let existing: u64 = self
+            .store
+            .campaign_counts(id)
+            .await?
+            .contacts
+            .values()
+            .sum();
+        let mut dedup = outcall_pool::dedup::Dedup::new(
+            existing as usize + DEDUP_HEADROOM,
+            DEDUP_FALSE_POSITIVES,
+        );
+        let mut after = 0;
+        loop {
+            let page = self.store.contact_hashes(id, after, 10_000).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, h) in &page {
+                dedup.check_and_insert(h);
+            }
+        }
+        Ok(dedup)
     }
 
     async fn known_empty(&self, hash: &[u8], since: jiff::Timestamp) -> Result<bool, ApiError> {

@@ -1667,3 +1667,27 @@ async fn json_lines_and_background_imports() {
     let (status, _) = api.get("/v1/imports/999").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_large_import_with_repeats_is_deduplicated_exactly() {
+    let api = Api::new(Backend::Sqlite).await;
+    let id = api.campaign("dedup").await;
+    // 20,000 rows: 15,000 distinct numbers, every fourth row repeats an earlier one.
+    let mut csv = String::from("number\n");
+    for i in 0..20_000u32 {
+        let n = if i % 4 == 3 { i - 3 } else { i };
+        csv.push_str(&format!("138{n:08}\n"));
+    }
+    let (_, r) = api
+        .post_csv(&format!("/v1/campaigns/{id}/contacts"), &csv)
+        .await;
+    assert_counts(&r, 20_000, 15_000, 5_000, 0);
+    assert!(r["dedup_filter_bytes"].as_u64().unwrap() > 0, "{r}");
+    // The same file again: every row is already in the campaign.
+    let (_, r) = api
+        .post_csv(&format!("/v1/campaigns/{id}/contacts"), &csv)
+        .await;
+    assert_counts(&r, 20_000, 0, 20_000, 0);
+    let (_, st) = api.get(&format!("/v1/campaigns/{id}/stats")).await;
+    assert_eq!(st["contacts"]["pending"], 15_000);
+}

@@ -6,6 +6,7 @@
 //! clear.
 
 pub mod attribution;
+pub mod dedup;
 pub mod number;
 pub mod vault;
 

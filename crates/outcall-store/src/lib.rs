@@ -290,6 +290,16 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ContactRecord>>;
     async fn get_contact(&self, id: ContactId) -> Result<ContactRecord>;
+    /// Blind indexes of a campaign's contacts with an id above `after`, in id order (to seed an
+    /// import's dedup filter).
+    async fn contact_hashes(
+        &self,
+        campaign: CampaignId,
+        after: ContactId,
+        limit: u32,
+    ) -> Result<Vec<(ContactId, Vec<u8>)>>;
+    /// Whether the campaign already has this number.
+    async fn contact_exists(&self, campaign: CampaignId, number_hash: &[u8]) -> Result<bool>;
     /// Moves a pending contact's due time (window deferral, frequency cap). A contact that is
     /// no longer pending is left as it is; `NotFound` if there is no such contact.
     async fn defer_contact(&self, id: ContactId, due_at: Timestamp) -> Result<()>;

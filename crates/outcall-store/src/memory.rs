@@ -634,4 +634,24 @@ impl Store for MemoryStore {
             Ok(())
         })
     }
+
+    async fn contact_hashes(
+        &self,
+        campaign: CampaignId,
+        after: ContactId,
+        limit: u32,
+    ) -> Result<Vec<(ContactId, Vec<u8>)>> {
+        self.with(|d| {
+            Ok(d.contacts
+                .range(after.saturating_add(1)..)
+                .filter(|(_, c)| c.campaign_id == campaign)
+                .take(limit as usize)
+                .map(|(id, c)| (*id, c.number_hash.clone()))
+                .collect())
+        })
+    }
+
+    async fn contact_exists(&self, campaign: CampaignId, number_hash: &[u8]) -> Result<bool> {
+        self.with(|d| Ok(d.keys.contains(&(campaign, number_hash.to_vec()))))
+    }
 }

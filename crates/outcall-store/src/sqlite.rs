@@ -39,6 +39,8 @@ mod q {
     pub const BLACKLIST_MATCH: &str = include_str!("sqlite/queries/blacklist_match.sql");
     pub const NUMBER_STATUS_UPSERT: &str = include_str!("sqlite/queries/number_status_upsert.sql");
     pub const NUMBER_STATUS_GET: &str = include_str!("sqlite/queries/number_status_get.sql");
+    pub const CONTACT_HASHES: &str = include_str!("sqlite/queries/contact_hashes.sql");
+    pub const CONTACT_EXISTS_HASH: &str = include_str!("sqlite/queries/contact_exists_hash.sql");
     pub const COUNTS_BY_PROVINCE: &str = include_str!("sqlite/queries/counts_by_province.sql");
     pub const ERASE_CONTACTS: &str = include_str!("sqlite/queries/erase_contacts.sql");
     pub const ERASE_RECORDINGS: &str = include_str!("sqlite/queries/erase_recordings.sql");
@@ -965,5 +967,39 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound { what, id });
         }
         Ok(())
+    }
+
+    async fn contact_hashes(
+        &self,
+        campaign: CampaignId,
+        after: ContactId,
+        limit: u32,
+    ) -> Result<Vec<(ContactId, Vec<u8>)>> {
+        use sqlx::Row;
+        let rows = sqlx::query(q::CONTACT_HASHES)
+            .bind(campaign)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id").map_err(db)?,
+                    r.try_get("number_hash").map_err(db)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn contact_exists(&self, campaign: CampaignId, number_hash: &[u8]) -> Result<bool> {
+        let row = sqlx::query(q::CONTACT_EXISTS_HASH)
+            .bind(campaign)
+            .bind(number_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
     }
 }

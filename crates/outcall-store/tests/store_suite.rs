@@ -68,6 +68,7 @@ macro_rules! store_suite {
                 number_status_learns_and_ages_out,
                 erase_scrubs_contacts_and_cdrs_everywhere,
                 sealed_numbers_page_and_reseal,
+                contact_hashes_page_and_exist,
             );
         }
     };
@@ -1228,6 +1229,22 @@ mod cases {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    pub async fn contact_hashes_page_and_exist<S: Store>(s: Arc<S>) {
+        let (id, ids) = with_contacts(&*s, "hashes", 5).await;
+        let other = campaign(&*s, "other").await;
+        let page = s.contact_hashes(id, 0, 3).await.unwrap();
+        assert_eq!(
+            page.iter().map(|p| p.0).collect::<Vec<_>>(),
+            ids[..3].to_vec()
+        );
+        assert_eq!(page[0].1, b"hash-0".to_vec());
+        assert_eq!(s.contact_hashes(id, page[2].0, 10).await.unwrap().len(), 2);
+        assert!(s.contact_hashes(other, 0, 10).await.unwrap().is_empty());
+        assert!(s.contact_exists(id, b"hash-4").await.unwrap());
+        assert!(!s.contact_exists(id, b"hash-5").await.unwrap());
+        assert!(!s.contact_exists(other, b"hash-4").await.unwrap());
     }
 
     pub async fn add_100k_contacts_in_one_call<S: Store>(s: Arc<S>) {
