@@ -251,6 +251,11 @@ impl CampaignService {
             .unwrap_or(now);
         let mut report = ImportReport::default();
         let mut dedup = self.seeded_dedup(id).await?;
+        let known_empty = if skip_empty {
+            self.known_empty_numbers(since).await?
+        } else {
+            std::collections::HashSet::new()
+        };
         report.dedup_filter_bytes = dedup.memory_bytes() as u64;
         let mut batch_hashes = std::collections::HashSet::new();
         let mut batch = Vec::with_capacity(BATCH);
@@ -291,7 +296,7 @@ impl CampaignService {
                                 report.errors.push(RowError { line, reason });
                             }
                         }
-                        None if skip_empty && self.known_empty(&nc.number_hash, since).await? => {
+                        None if skip_empty && known_empty.contains(&nc.number_hash) => {
                             report.known_empty += 1;
                             if report.errors.len() < MAX_LISTED_ERRORS {
                                 let reason = "known empty number (空号)".to_string();
@@ -357,12 +362,23 @@ impl CampaignService {
         Ok(dedup)
     }
 
-    async fn known_empty(&self, hash: &[u8], since: jiff::Timestamp) -> Result<bool, ApiError> {
-        Ok(self
-            .store
-            .number_status(hash, since)
-            .await?
-            .is_some_and(|s| s.status == "empty"))
+    /// Numbers learned to be empty (空号) and not aged out, loaded once per import.
+    async fn known_empty_numbers(
+        &self,
+        since: jiff::Timestamp,
+    ) -> Result<std::collections::HashSet<Vec<u8>>, ApiError> {
+        let mut set = std::collections::HashSet::new();
+        let mut after = Vec::new();
+        loop {
+            let page = self
+                .store
+                .numbers_with_status("empty", since, &after, 10_000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.clone();
+            set.extend(page);
+        }
+        Ok(set)
     }
 
     async fn flush(

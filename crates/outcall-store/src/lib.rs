@@ -362,6 +362,15 @@ pub trait Store: Send + Sync + 'static {
         status: Option<&str>,
         now: Timestamp,
     ) -> Result<()>;
+    /// Blind indexes of numbers whose status is `status`, updated at or after `since`, above
+    /// `after` in byte order (paging), for an import to check against in memory.
+    async fn numbers_with_status(
+        &self,
+        status: &str,
+        since: Timestamp,
+        after: &[u8],
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>>;
     /// The number's status, if it was updated at or after `since` (older statuses have aged out).
     async fn number_status(
         &self,

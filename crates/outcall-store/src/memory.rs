@@ -654,4 +654,26 @@ impl Store for MemoryStore {
     async fn contact_exists(&self, campaign: CampaignId, number_hash: &[u8]) -> Result<bool> {
         self.with(|d| Ok(d.keys.contains(&(campaign, number_hash.to_vec()))))
     }
+
+    async fn numbers_with_status(
+        &self,
+        status: &str,
+        since: Timestamp,
+        after: &[u8],
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.with(|d| {
+            let mut v: Vec<Vec<u8>> = d
+                .numbers
+                .iter()
+                .filter(|(h, n)| {
+                    n.status == status && n.updated_at >= since && h.as_slice() > after
+                })
+                .map(|(h, _)| h.clone())
+                .collect();
+            v.sort();
+            v.truncate(limit as usize);
+            Ok(v)
+        })
+    }
 }

@@ -39,6 +39,7 @@ mod q {
     pub const BLACKLIST_MATCH: &str = include_str!("sqlite/queries/blacklist_match.sql");
     pub const NUMBER_STATUS_UPSERT: &str = include_str!("sqlite/queries/number_status_upsert.sql");
     pub const NUMBER_STATUS_GET: &str = include_str!("sqlite/queries/number_status_get.sql");
+    pub const NUMBERS_WITH_STATUS: &str = include_str!("sqlite/queries/numbers_with_status.sql");
     pub const CONTACT_HASHES: &str = include_str!("sqlite/queries/contact_hashes.sql");
     pub const CONTACT_EXISTS_HASH: &str = include_str!("sqlite/queries/contact_exists_hash.sql");
     pub const COUNTS_BY_PROVINCE: &str = include_str!("sqlite/queries/counts_by_province.sql");
@@ -1001,5 +1002,26 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?;
         Ok(row.is_some())
+    }
+
+    async fn numbers_with_status(
+        &self,
+        status: &str,
+        since: Timestamp,
+        after: &[u8],
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>> {
+        use sqlx::Row;
+        let rows = sqlx::query(q::NUMBERS_WITH_STATUS)
+            .bind(status)
+            .bind(ms(since))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| r.try_get("number_hash").map_err(db))
+            .collect()
     }
 }

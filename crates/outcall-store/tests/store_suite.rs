@@ -1147,6 +1147,28 @@ mod cases {
         let st = s.number_status(b"n1", t(31)).await.unwrap().unwrap();
         assert_eq!((st.status.as_str(), st.answered), ("valid", 1));
         assert_eq!(s.number_status(b"n2", t(0)).await.unwrap(), None);
+        // Paging through the numbers with a status.
+        for h in [b"e1", b"e2", b"e3"] {
+            s.record_number_outcome(h, Outcome::EmptyNumber, Some("empty"), t(50))
+                .await
+                .unwrap();
+        }
+        let first = s.numbers_with_status("empty", t(0), b"", 2).await.unwrap();
+        assert_eq!(first, vec![b"e1".to_vec(), b"e2".to_vec()]);
+        let rest = s
+            .numbers_with_status("empty", t(0), &first[1], 2)
+            .await
+            .unwrap();
+        assert_eq!(rest, vec![b"e3".to_vec()]);
+        assert!(s
+            .numbers_with_status("empty", t(51), b"", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            s.numbers_with_status("valid", t(0), b"", 10).await.unwrap(),
+            vec![b"n1".to_vec()]
+        );
     }
 
     pub async fn erase_scrubs_contacts_and_cdrs_everywhere<S: Store>(s: Arc<S>) {

@@ -23,6 +23,8 @@ pub enum BenchCommand {
     Sip(SipBenchArgs),
     /// Scheduler throughput (null call engine) and due-to-INVITE latency (with --trunk).
     Scheduler(super::bench_scheduler::SchedulerBenchArgs),
+    /// Number pipeline per core and an import of generated numbers into the embedded store.
+    Import(super::bench_import::ImportBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +78,7 @@ pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Sip(a) => sip(a).await,
         BenchCommand::Scheduler(a) => super::bench_scheduler::run(a).await,
+        BenchCommand::Import(a) => super::bench_import::run(a).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod app;
 mod bench;
+mod bench_import;
 mod bench_scheduler;
 mod call;
 mod campaign;
