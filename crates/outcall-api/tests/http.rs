@@ -1691,3 +1691,39 @@ async fn a_large_import_with_repeats_is_deduplicated_exactly() {
     let (_, st) = api.get(&format!("/v1/campaigns/{id}/stats")).await;
     assert_eq!(st["contacts"]["pending"], 15_000);
 }
+
+#[tokio::test]
+async fn one_file_of_good_bad_duplicate_and_blacklisted_rows() {
+    let api = Api::new(Backend::Sqlite).await;
+    let id = api.campaign("mixed").await;
+    let entries = json!([
+        { "number": "13800000009", "reason": "complained" },
+        { "prefix": "+86170", "reason": "virtual operators" },
+    ]);
+    api.post_json("/v1/blacklist", &entries).await;
+    let csv = "number,name\n\
+               13800000001,A\n\
+               +86 138-0000-0001,A again\n\
+               abc,B\n\
+               13800000009,C\n\
+               17012345678,D\n\
+               1380000,E\n\
+               13900000002,F\n";
+    let (status, r) = api
+        .post_csv(&format!("/v1/campaigns/{id}/contacts"), csv)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_counts(&r, 7, 2, 1, 2);
+    assert_eq!(r["blacklisted"], 2, "{r}");
+    assert_rejected(
+        &r,
+        &[
+            (4, "invalid number: unexpected character `a`"),
+            (5, "blacklisted: complained"),
+            (6, "blacklisted: virtual operators"),
+            (7, "invalid number: not a valid number for its country"),
+        ],
+    );
+    let (_, st) = api.get(&format!("/v1/campaigns/{id}/stats")).await;
+    assert_eq!(st["contacts"]["pending"], 2);
+}
