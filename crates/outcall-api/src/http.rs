@@ -30,8 +30,10 @@ use outcall_telephony::TrunkConfig;
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// Largest request body (a CSV upload of about a million numbers).
+/// Largest request body other than contact uploads.
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Largest contact upload (spooled to disk, imported as a stream): about 250 million numbers.
+pub const UPLOAD_LIMIT: usize = 4 * 1024 * 1024 * 1024;
 
 type Svc = State<Arc<CampaignService>>;
 
@@ -114,11 +116,10 @@ async fn add_contacts(
     Path(raw): Path<String>,
     q: Result<Query<ContactsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let id = id(&raw)?;
     let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    let body = body(b)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -135,12 +136,41 @@ async fn add_contacts(
     } else {
         return Err(ApiError::UnsupportedMediaType(ct));
     };
+    let upload = spool(body).await?;
     if q.background {
-        let job = s.start_import(id, body.to_vec(), format).await?;
+        let job = s.start_import(id, upload, format).await?;
         return Ok((StatusCode::ACCEPTED, Json(job)).into_response());
     }
-    let report = s.import(id, &body, &format, None).await?;
+    let file = upload
+        .reopen()
+        .map_err(|e| ApiError::Internal(format!("cannot reopen the upload: {e}")))?;
+    let report = s.import(id, file, &format, None).await?;
     Ok(Json(report).into_response())
+}
+
+/// Writes an upload to a temporary file as it arrives, so an import of any size (up to
+/// [`UPLOAD_LIMIT`]) holds only one chunk in memory; the file is deleted when dropped.
+async fn spool(body: axum::body::Body) -> Result<tempfile::NamedTempFile, ApiError> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let internal = |e: std::io::Error| ApiError::Internal(format!("cannot spool the upload: {e}"));
+    let tmp = tempfile::NamedTempFile::new().map_err(internal)?;
+    let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(internal)?);
+    let mut body = body;
+    let mut size = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::InvalidRequest(format!("upload interrupted: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            size += data.len();
+            if size > UPLOAD_LIMIT {
+                return Err(ApiError::PayloadTooLarge(UPLOAD_LIMIT));
+            }
+            out.write_all(&data).await.map_err(internal)?;
+        }
+    }
+    out.flush().await.map_err(internal)?;
+    Ok(tmp)
 }
 
 async fn lifecycle(

@@ -545,20 +545,29 @@ impl CampaignService {
     }
 
     /// Imports an upload of any format, counting rows read into `progress`.
-    pub async fn import(
+    pub async fn import<R: std::io::Read>(
         &self,
         id: CampaignId,
-        body: &[u8],
+        source: R,
         format: &UploadFormat,
         progress: Option<&std::sync::atomic::AtomicU64>,
     ) -> Result<ImportReport, ApiError> {
+        let source = std::io::BufReader::new(source);
         match format {
             UploadFormat::Csv { number_column } => {
-                self.import_csv_tracked(id, body, number_column, progress)
+                self.import_csv_tracked(id, source, number_column, progress)
                     .await
             }
-            UploadFormat::Json => self.import_json(id, body).await,
-            UploadFormat::JsonLines => self.import_jsonl(id, body, progress).await,
+            UploadFormat::JsonLines => self.import_jsonl(id, source, progress).await,
+            UploadFormat::Json => {
+                // A JSON array is parsed whole; CSV and JSON Lines stream.
+                let mut body = Vec::new();
+                let mut source = source;
+                std::io::Read::read_to_end(&mut source, &mut body).map_err(|e| {
+                    ApiError::InvalidRequest(format!("cannot read the upload: {e}"))
+                })?;
+                self.import_json(id, &body).await
+            }
         }
     }
 
@@ -566,7 +575,7 @@ impl CampaignService {
     pub async fn start_import(
         self: &Arc<Self>,
         id: CampaignId,
-        body: Vec<u8>,
+        upload: tempfile::NamedTempFile,
         format: UploadFormat,
     ) -> Result<ImportJobView, ApiError> {
         let c = self.store.get_campaign(id).await?;
@@ -595,7 +604,11 @@ impl CampaignService {
         let svc = self.clone();
         let view = job.view();
         tokio::spawn(async move {
-            let r = svc.import(id, &body, &format, Some(&job.rows)).await;
+            let r = match upload.reopen() {
+                Ok(file) => svc.import(id, file, &format, Some(&job.rows)).await,
+                Err(e) => Err(ApiError::Internal(format!("cannot reopen the upload: {e}"))),
+            };
+            drop(upload);
             let r = r.map_err(|e| (e.code().to_string(), e.to_string()));
             *job.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         });
