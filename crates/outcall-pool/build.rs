@@ -37,5 +37,31 @@ fn main() {
         "cargo:rustc-env=OUTCALL_PHONENUMBER_ASSETS={}",
         assets.display()
     );
+    // Every country's English geocoding and carrier file, as `(country code, text)` tables.
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let mut code = String::new();
+    for (name, dir) in [("GEO_EN", "geocoding/en"), ("CARRIER_EN", "carrier/en")] {
+        let mut files: Vec<_> = std::fs::read_dir(assets.join(dir))
+            .expect("libphonenumber asset folder")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        files.sort();
+        code.push_str(&format!("pub static {name}: &[(&str, &str)] = &[\n"));
+        for f in files {
+            let cc = f
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            code.push_str(&format!(
+                "    ({cc:?}, include_str!({:?})),\n",
+                f.display().to_string()
+            ));
+        }
+        code.push_str("];\n");
+    }
+    std::fs::write(out.join("libphonenumber_en.rs"), code).expect("write the generated tables");
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -67,6 +67,33 @@ const CARRIER_ZH_86: &str = include_str!(concat!(
     "/carrier/zh/86.txt"
 ));
 
+mod en {
+    include!(concat!(env!("OUT_DIR"), "/libphonenumber_en.rs"));
+}
+
+type Table = HashMap<&'static str, &'static str>;
+type Cache = std::sync::Mutex<HashMap<&'static str, &'static Table>>;
+static GEO_CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Default::default);
+static CARRIER_CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Default::default);
+
+/// The parsed English geocoding or carrier table of a number's country code, built on first
+/// use and kept for the life of the process.
+fn country_table(
+    which: &'static [(&'static str, &'static str)],
+    cache: &'static Cache,
+    digits: &str,
+) -> Option<&'static Table> {
+    let (cc, text) = (1..=3).find_map(|n| {
+        let cc = digits.get(..n)?;
+        which.iter().find(|(c, _)| *c == cc).copied()
+    })?;
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    Some(
+        *c.entry(cc)
+            .or_insert_with(|| Box::leak(Box::new(table(text)))),
+    )
+}
+
 fn table(text: &'static str) -> HashMap<&'static str, &'static str> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -131,6 +158,29 @@ impl Attributor {
         Attributor { phone_dat }
     }
 
+    /// Other countries: libphonenumber's English place names (`New York, NY`).
+    fn other_country(digits: &str) -> Option<Attribution> {
+        let place = country_table(en::GEO_EN, &GEO_CACHE, digits).and_then(|t| longest(t, digits));
+        let carrier =
+            country_table(en::CARRIER_EN, &CARRIER_CACHE, digits).and_then(|t| longest(t, digits));
+        if place.is_none() && carrier.is_none() {
+            return None;
+        }
+        let place = place.map(|(p, _)| p).unwrap_or("");
+        let (city, province) = match place.rsplit_once(", ") {
+            Some((c, p)) => (c.to_string(), p.to_string()),
+            None => (place.to_string(), place.to_string()),
+        };
+        Some(Attribution {
+            province,
+            city,
+            zip: String::new(),
+            area_code: String::new(),
+            carrier: Carrier::Unknown,
+            source: "libphonenumber",
+        })
+    }
+
     /// Attribution of an E.164 number (`+86…`); `None` when no source knows it.
     pub fn lookup(&self, e164: &str) -> Option<Attribution> {
         if let Some(a) = self.phone_dat.as_ref().and_then(|d| d.lookup(e164)) {
@@ -138,7 +188,7 @@ impl Attributor {
         }
         let digits = e164.strip_prefix('+')?;
         if !digits.starts_with("86") {
-            return None;
+            return Self::other_country(digits);
         }
         let place = longest(geo(), digits);
         let carrier = longest(carriers(), digits).map(|(c, _)| carrier_from_name(c));
@@ -235,6 +285,11 @@ mod tests {
             (m.carrier, m.source),
             (Carrier::ChinaTelecom, "libphonenumber")
         );
-        assert_eq!(bare.lookup("+12125550100"), None);
+        // Other countries: libphonenumber's English place names.
+        let ny = bare.lookup("+12125550100").unwrap();
+        assert_eq!((ny.city.as_str(), ny.province.as_str()), ("New York", "NY"));
+        let london = bare.lookup("+442079460000").unwrap();
+        assert_eq!(london.city, "London");
+        assert_eq!(bare.lookup("+99912345"), None);
     }
 }
