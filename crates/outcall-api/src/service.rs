@@ -15,10 +15,9 @@ use std::sync::{Arc, Mutex};
 
 /// Contacts are written to the store in batches of this size.
 const BATCH: usize = 5000;
-/// Room in an import's dedup filter for new numbers (beyond the campaign's), and its target
-/// false-positive rate; an upload larger than the room only raises the rate of exact checks.
+/// Room in an import's dedup filter for new numbers (beyond the campaign's); an upload larger
+/// than the room only raises the rate of exact checks.
 const DEDUP_HEADROOM: usize = 1_000_000;
-const DEDUP_FALSE_POSITIVES: f64 = 0.01;
 /// At most this many rejected rows are listed one by one in an import report.
 const MAX_LISTED_ERRORS: usize = 1000;
 
@@ -121,6 +120,8 @@ pub struct CampaignService {
     pub attributor: Arc<outcall_pool::number::Attributor>,
     /// Imports running in the background (`?async=true`).
     pub jobs: ImportJobs,
+    /// Target false-positive rate of an import's dedup filter (0.01 = 1 %).
+    pub dedup_false_positive_rate: f64,
 }
 
 /// The format of a contacts upload.
@@ -348,7 +349,7 @@ impl CampaignService {
             .sum();
         let mut dedup = outcall_pool::dedup::Dedup::new(
             existing as usize + DEDUP_HEADROOM,
-            DEDUP_FALSE_POSITIVES,
+            self.dedup_false_positive_rate,
         );
         let mut after = 0;
         loop {

@@ -45,6 +45,7 @@ fn service(store: Arc<dyn Store>) -> CampaignService {
         number_status_ttl: std::time::Duration::from_secs(90 * 86400),
         attributor: Arc::new(outcall_pool::number::Attributor::new(None)),
         jobs: Default::default(),
+        dedup_false_positive_rate: 0.01,
     }
 }
 

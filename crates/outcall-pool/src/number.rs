@@ -146,16 +146,32 @@ fn split_place(place: &str) -> (String, String) {
     (place.to_string(), place.to_string())
 }
 
-/// The attribution chain.
+/// One source of attribution.
+#[derive(Debug)]
+pub enum Source {
+    /// A `phone.dat` file (Chinese mobiles).
+    PhoneDat(PhoneDat),
+    /// libphonenumber's geocoding and carrier files (landlines, 19x segments, other countries).
+    LibPhoneNumber,
+}
+
+/// The attribution chain: sources tried in order, the first that knows the number answers.
 #[derive(Debug, Default)]
 pub struct Attributor {
-    phone_dat: Option<PhoneDat>,
+    sources: Vec<Source>,
 }
 
 impl Attributor {
-    /// `phone_dat` is optional: without it, libphonenumber's files answer alone.
+    /// `phone.dat` first when given, then libphonenumber.
     pub fn new(phone_dat: Option<PhoneDat>) -> Self {
-        Attributor { phone_dat }
+        let mut sources: Vec<Source> = phone_dat.into_iter().map(Source::PhoneDat).collect();
+        sources.push(Source::LibPhoneNumber);
+        Attributor { sources }
+    }
+
+    /// Sources in the given order.
+    pub fn chain(sources: Vec<Source>) -> Self {
+        Attributor { sources }
     }
 
     /// Other countries: libphonenumber's English place names (`New York, NY`).
@@ -181,11 +197,15 @@ impl Attributor {
         })
     }
 
-    /// Attribution of an E.164 number (`+86…`); `None` when no source knows it.
+    /// Attribution of an E.164 number; `None` when no source knows it.
     pub fn lookup(&self, e164: &str) -> Option<Attribution> {
-        if let Some(a) = self.phone_dat.as_ref().and_then(|d| d.lookup(e164)) {
-            return Some(a);
-        }
+        self.sources.iter().find_map(|s| match s {
+            Source::PhoneDat(d) => d.lookup(e164),
+            Source::LibPhoneNumber => Self::libphonenumber(e164),
+        })
+    }
+
+    fn libphonenumber(e164: &str) -> Option<Attribution> {
         let digits = e164.strip_prefix('+')?;
         if !digits.starts_with("86") {
             return Self::other_country(digits);
@@ -280,6 +300,17 @@ mod tests {
         assert_eq!(bj.city, "北京市");
         // Without phone.dat, a 19x mobile is still attributed to its carrier.
         let bare = Attributor::new(None);
+        // The chain's order is the operator's: libphonenumber first answers 138 itself.
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/phone.dat");
+        let reversed = Attributor::chain(vec![
+            Source::LibPhoneNumber,
+            Source::PhoneDat(PhoneDat::open(&p).unwrap()),
+        ]);
+        assert_eq!(
+            reversed.lookup("+8613800138000").unwrap().source,
+            "libphonenumber"
+        );
+        assert!(Attributor::chain(vec![]).lookup("+8613800138000").is_none());
         let m = bare.lookup("+8619912345678").unwrap();
         assert_eq!(
             (m.carrier, m.source),

@@ -89,6 +89,25 @@ pub struct SippProcess {
     pub port: u16,
 }
 
+impl SippProcess {
+    /// Asks SIPp to quit (SIGINT, as Ctrl-C) so that it flushes and closes its trace files,
+    /// and waits up to 10 s for it; kills it if it is still there.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for SippProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -99,7 +99,7 @@ fn expected(n: u32) -> BTreeMap<String, u64> {
 #[test]
 fn campaign_run_finishes_with_the_carrier_outcomes_and_retries_busy_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let sipp = carrier(dir.path());
+    let mut sipp = carrier(dir.path());
     let port = sipp.port;
     let campaign = format!(
         r#"
@@ -148,7 +148,8 @@ rules = {{ busy = {{ delay_secs = 3, retries = 2 }}, no_answer = {{ delay_secs =
     assert!(stdout.contains("| busy | 180 |"), "{stdout}");
     assert!(stdout.contains("| no_answer | 60 |"), "{stdout}");
     assert!(stdout.contains("300 contacts, 450 attempts"), "{stdout}");
-    // SIPp saw exactly one INVITE transaction per attempt.
+    // SIPp saw exactly one INVITE transaction per attempt (stopped first so its trace is whole).
+    sipp.stop();
     assert_eq!(invites_seen(dir.path()).len(), 450);
 
     // The store now answers through `outcall serve` on the same data dir: busy retries were
@@ -313,7 +314,7 @@ fn wait_for(api: u16, id: i64, limit: Duration, done: impl Fn(&Value) -> bool) -
 fn kill_9_mid_campaign_then_restart_loses_nothing_and_dials_no_attempt_twice() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let sipp = carrier(dir.path());
+    let mut sipp = carrier(dir.path());
     let port = sipp.port;
     let cfg = config(dir.path(), port);
     let api = free_port();
@@ -355,6 +356,7 @@ fn kill_9_mid_campaign_then_restart_loses_nothing_and_dials_no_attempt_twice() {
         .collect();
     let unique: HashSet<&String> = cdr_ids.iter().collect();
     assert_eq!(unique.len(), cdr_ids.len(), "a Call-ID was used twice");
+    sipp.stop();
     let seen = invites_seen(dir.path());
     assert!(
         cdr_ids.iter().all(|c| seen.contains(c)),

@@ -39,6 +39,12 @@ pub struct AppConfig {
     /// answers without it.
     #[serde(default)]
     pub phone_dat: Option<PathBuf>,
+    /// Attribution sources, in order: `phone_dat` (needs `phone_dat`) and `libphonenumber`.
+    #[serde(default = "default_chain")]
+    pub attribution: Vec<String>,
+    /// Target false-positive rate of an import's dedup filter.
+    #[serde(default = "default_fp")]
+    pub dedup_false_positive_rate: f64,
     /// Days a learned number status (空号) is trusted before it ages out.
     #[serde(default = "default_status_ttl")]
     pub number_status_ttl_days: u64,
@@ -62,6 +68,12 @@ fn default_cc() -> String {
 }
 fn default_grace() -> u64 {
     30
+}
+fn default_chain() -> Vec<String> {
+    vec!["phone_dat".into(), "libphonenumber".into()]
+}
+fn default_fp() -> f64 {
+    0.01
 }
 fn default_status_ttl() -> u64 {
     90
@@ -127,10 +139,24 @@ impl App {
                 })
                 .await?;
         }
-        let phone_dat = match &cfg.phone_dat {
-            Some(p) => Some(outcall_pool::attribution::PhoneDat::open(p)?),
-            None => None,
-        };
+        if !(cfg.dedup_false_positive_rate > 0.0 && cfg.dedup_false_positive_rate < 0.5) {
+            anyhow::bail!("dedup_false_positive_rate must be between 0 and 0.5");
+        }
+        let mut sources = Vec::new();
+        for name in &cfg.attribution {
+            sources.push(match name.as_str() {
+                "phone_dat" => match &cfg.phone_dat {
+                    Some(p) => outcall_pool::number::Source::PhoneDat(
+                        outcall_pool::attribution::PhoneDat::open(p)?,
+                    ),
+                    None => continue,
+                },
+                "libphonenumber" => outcall_pool::number::Source::LibPhoneNumber,
+                other => anyhow::bail!(
+                    "unknown attribution source `{other}` (phone_dat, libphonenumber)"
+                ),
+            });
+        }
         let ua = SipUserAgent::start(cfg.ua.clone(), Classifier::from_config(&cfg.classification))
             .await
             .context("cannot start the SIP user agent")?;
@@ -156,8 +182,9 @@ impl App {
             clock,
             default_country_code: cfg.default_country_code.clone(),
             number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
-            attributor: Arc::new(outcall_pool::number::Attributor::new(phone_dat)),
+            attributor: Arc::new(outcall_pool::number::Attributor::chain(sources)),
             jobs: Default::default(),
+            dedup_false_positive_rate: cfg.dedup_false_positive_rate,
         });
         Ok(App {
             service,

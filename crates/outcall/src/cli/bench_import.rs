@@ -140,6 +140,7 @@ pub async fn run(a: ImportBenchArgs) -> Result<ExitCode> {
         number_status_ttl: Duration::from_secs(90 * 86400),
         attributor: Arc::new(outcall_pool::number::Attributor::new(None)),
         jobs: Default::default(),
+        dedup_false_positive_rate: 0.01,
     };
     let spec = serde_json::from_value(serde_json::json!({ "name": "bench", "trunks": ["t"] }))?;
     let c = svc.create_campaign(spec).await?;
