@@ -232,14 +232,89 @@ async fn list_trunks(State(s): Svc) -> Result<Response, ApiError> {
     Ok(Json(s.list_trunks().await?).into_response())
 }
 
-async fn add_blacklist(State(s): Svc, body: Bytes) -> Result<Response, ApiError> {
-    let items: Vec<crate::service::BlacklistInput> = json(&body)?;
-    Ok(Json(s.add_blacklist(items).await?).into_response())
+async fn add_blacklist(
+    State(s): Svc,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let (items, first_line) = if ct.starts_with("text/csv") {
+        (blacklist_csv(&body)?, 2)
+    } else if ct.starts_with("application/json") {
+        let rows: Vec<crate::service::BlacklistInput> = json(&body)?;
+        (rows.into_iter().map(Ok).collect(), 1)
+    } else {
+        return Err(ApiError::UnsupportedMediaType(ct));
+    };
+    Ok(Json(s.add_blacklist_rows(items, first_line).await?).into_response())
+}
+
+/// Blacklist CSV: a header with `number` or `prefix`, `reason`, and optionally `source`,
+/// `campaign_id`, `expires_at` (RFC 3339). A row that cannot be read is reported by line.
+fn blacklist_csv(
+    body: &[u8],
+) -> Result<Vec<Result<crate::service::BlacklistInput, String>>, ApiError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(body);
+    let headers = rdr
+        .headers()
+        .map_err(|e| ApiError::InvalidRequest(format!("csv header: {e}")))?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (number, prefix, reason) = (col("number"), col("prefix"), col("reason"));
+    if number.is_none() && prefix.is_none() {
+        return Err(ApiError::InvalidRequest(
+            "blacklist csv needs a `number` or `prefix` column".into(),
+        ));
+    }
+    let (source, campaign, expires) = (col("source"), col("campaign_id"), col("expires_at"));
+    let mut rows = Vec::new();
+    for rec in rdr.records() {
+        let row = rec
+            .map_err(|e| format!("unreadable row: {e}"))
+            .and_then(|r| {
+                let get = |i: Option<usize>| {
+                    i.and_then(|i| r.get(i))
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_string)
+                };
+                Ok(crate::service::BlacklistInput {
+                    number: get(number),
+                    prefix: get(prefix),
+                    reason: get(reason).unwrap_or_default(),
+                    source: get(source),
+                    campaign_id: match get(campaign) {
+                        Some(c) => Some(
+                            c.parse()
+                                .map_err(|_| format!("campaign_id `{c}` is not a number"))?,
+                        ),
+                        None => None,
+                    },
+                    expires_at: match get(expires) {
+                        Some(e) => Some(
+                            e.parse()
+                                .map_err(|_| format!("expires_at `{e}` is not RFC 3339"))?,
+                        ),
+                        None => None,
+                    },
+                })
+            });
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 #[derive(Deserialize)]
 struct BlacklistQuery {
     campaign_id: Option<i64>,
+    /// `csv` exports the list as CSV (numbers masked).
+    format: Option<String>,
 }
 
 async fn list_blacklist(
@@ -247,7 +322,42 @@ async fn list_blacklist(
     q: Result<Query<BlacklistQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    Ok(Json(s.list_blacklist(q.campaign_id).await?).into_response())
+    let list = s.list_blacklist(q.campaign_id).await?;
+    if q.format.as_deref() == Some("csv") {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let io = |e: csv::Error| ApiError::Internal(e.to_string());
+        w.write_record([
+            "id",
+            "kind",
+            "number_or_prefix",
+            "campaign_id",
+            "reason",
+            "source",
+            "expires_at",
+            "created_at",
+        ])
+        .map_err(io)?;
+        for e in &list {
+            let campaign = e.campaign_id.map(|c| c.to_string()).unwrap_or_default();
+            let expires = e.expires_at.map(|t| t.to_string()).unwrap_or_default();
+            w.write_record([
+                e.id.to_string().as_str(),
+                e.kind.as_str(),
+                e.label.as_str(),
+                campaign.as_str(),
+                e.reason.as_str(),
+                e.source.as_str(),
+                expires.as_str(),
+                e.created_at.to_string().as_str(),
+            ])
+            .map_err(io)?;
+        }
+        let body = w
+            .into_inner()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response());
+    }
+    Ok(Json(list).into_response())
 }
 
 async fn remove_blacklist(State(s): Svc, Path(raw): Path<String>) -> Result<Response, ApiError> {

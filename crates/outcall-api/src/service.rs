@@ -687,18 +687,29 @@ impl CampaignService {
         &self,
         items: Vec<BlacklistInput>,
     ) -> Result<ImportReport, ApiError> {
+        self.add_blacklist_rows(items.into_iter().map(Ok).collect(), 1)
+            .await
+    }
+
+    /// [`Self::add_blacklist`] for rows that may already have failed to parse (CSV); rows are
+    /// reported by `first_line` + their index (CSV: 2, after the header).
+    pub async fn add_blacklist_rows(
+        &self,
+        items: Vec<Result<BlacklistInput, String>>,
+        first_line: u64,
+    ) -> Result<ImportReport, ApiError> {
         let now = self.clock.now();
         let mut report = ImportReport::default();
         let mut entries = Vec::new();
         for (i, it) in items.into_iter().enumerate() {
             report.rows += 1;
-            match self.blacklist_entry(it, now).await {
+            match async { self.blacklist_entry(it?, now).await }.await {
                 Ok(e) => entries.push(e),
                 Err(reason) => {
                     report.invalid += 1;
                     if report.errors.len() < MAX_LISTED_ERRORS {
                         report.errors.push(RowError {
-                            line: i as u64 + 1,
+                            line: i as u64 + first_line,
                             reason,
                         });
                     }

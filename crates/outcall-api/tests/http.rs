@@ -1738,3 +1738,57 @@ async fn one_file_of_good_bad_duplicate_and_blacklisted_rows() {
     let (_, st) = api.get(&format!("/v1/campaigns/{id}/stats")).await;
     assert_eq!(st["contacts"]["pending"], 2);
 }
+
+#[tokio::test]
+async fn blacklist_csv_import_and_export() {
+    let api = Api::new(Backend::Sqlite).await;
+    let csv = "number,prefix,reason,source,expires_at\n\
+               13800000001,,complained,hotline,\n\
+               ,+86170,virtual operators,policy,2099-01-01T00:00:00Z\n\
+               13800000002,,,hotline,\n\
+               13800000003,,temporary,hotline,next week\n";
+    let (status, r) = api
+        .post("/v1/blacklist", "text/csv", csv.as_bytes().to_vec())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["added"].as_u64(), r["invalid"].as_u64()),
+        (Some(2), Some(2)),
+        "{r}"
+    );
+    assert_rejected(
+        &r,
+        &[
+            (4, "reason is required"),
+            (5, "expires_at `next week` is not RFC 3339"),
+        ],
+    );
+    let (status, text) = api
+        .raw(Method::GET, "/v1/blacklist?format=csv", None, Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,kind,number_or_prefix,campaign_id,reason,source,expires_at,created_at"
+    );
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[1].contains("exact,+86138****0001,,complained,hotline"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("prefix,+86170,,virtual operators,policy,2099-01-01T00:00:00Z"),
+        "{text}"
+    );
+    assert!(!text.contains("13800000001"), "numbers are exported masked");
+    let (status, r) = api
+        .post("/v1/blacklist", "text/csv", b"name\nx\n".to_vec())
+        .await;
+    assert_error(
+        &(status, r),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        &["`number` or `prefix` column"],
+    );
+}
