@@ -32,6 +32,37 @@ pub struct ContactInput {
     pub variables: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The blacklist entries of one import: exact numbers by blind index, prefixes in a list.
+struct BlacklistIndex {
+    exact: std::collections::HashMap<Vec<u8>, outcall_store::BlacklistRecord>,
+    prefixes: Vec<outcall_store::BlacklistRecord>,
+}
+
+impl BlacklistIndex {
+    /// `entries` already apply to the campaign and have not expired.
+    fn new(entries: Vec<outcall_store::BlacklistRecord>) -> Self {
+        let mut exact = std::collections::HashMap::new();
+        let mut prefixes = Vec::new();
+        for e in entries {
+            match e.number_hash.clone() {
+                Some(h) => {
+                    exact.entry(h).or_insert(e);
+                }
+                None => prefixes.push(e),
+            }
+        }
+        BlacklistIndex { exact, prefixes }
+    }
+
+    fn find(&self, number_hash: &[u8], e164: &str) -> Option<&outcall_store::BlacklistRecord> {
+        self.exact.get(number_hash).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|p| p.prefix.as_deref().is_some_and(|x| e164.starts_with(x)))
+        })
+    }
+}
+
 /// One do-not-call entry to add.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,11 +272,9 @@ impl CampaignService {
                 c.status
             )));
         }
-        let blacklist = self
-            .store
-            .list_blacklist(Some(id), self.clock.now())
-            .await?;
         let now = self.clock.now();
+        // Entries that apply to this campaign now, indexed: exact numbers by blind index.
+        let blacklist = BlacklistIndex::new(self.store.list_blacklist(Some(id), now).await?);
         let skip_empty = !c.spec.dial_known_empty;
         let since = now
             .checked_sub(jiff::SignedDuration::try_from(self.number_status_ttl).unwrap_or_default())
@@ -286,10 +315,7 @@ impl CampaignService {
             }
             match row {
                 Ok((nc, e164)) => {
-                    match blacklist
-                        .iter()
-                        .find(|b| b.blocks(id, &nc.number_hash, &e164, now))
-                    {
+                    match blacklist.find(&nc.number_hash, &e164) {
                         Some(b) => {
                             report.blacklisted += 1;
                             if report.errors.len() < MAX_LISTED_ERRORS {
