@@ -247,6 +247,143 @@ pub struct CampaignSpec {
     /// list allows all). Applied at import.
     #[serde(default)]
     pub filters: ContactFilters,
+    /// Where to POST call status events (initiated, ringing, answered, completed), if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_callback: Option<StatusCallback>,
+}
+
+/// A call status event a campaign can send to its status callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusEventKind {
+    /// The call was handed to the dialer (the INVITE is about to leave).
+    Initiated,
+    /// The callee's phone rings (18x) or the network plays early media.
+    Ringing,
+    /// The callee answered (2xx).
+    Answered,
+    /// The attempt is recorded with its outcome (dialed or not).
+    Completed,
+}
+
+impl StatusEventKind {
+    pub const ALL: [StatusEventKind; 4] = [
+        StatusEventKind::Initiated,
+        StatusEventKind::Ringing,
+        StatusEventKind::Answered,
+        StatusEventKind::Completed,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StatusEventKind::Initiated => "initiated",
+            StatusEventKind::Ringing => "ringing",
+            StatusEventKind::Answered => "answered",
+            StatusEventKind::Completed => "completed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StatusEventKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for StatusEventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A campaign's status webhook: which events to POST, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCallback {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// The events to send; all four when absent.
+    #[serde(default = "all_status_events")]
+    pub events: Vec<StatusEventKind>,
+}
+
+fn all_status_events() -> Vec<StatusEventKind> {
+    StatusEventKind::ALL.to_vec()
+}
+
+impl StatusCallback {
+    /// Whether events of this kind are sent.
+    pub fn wants(&self, kind: StatusEventKind) -> bool {
+        self.events.contains(&kind)
+    }
+
+    /// Checks the URL (scheme, host, port, no credentials, no blanks) and the event list.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |why: &str| SpecError::StatusCallback(why.to_string());
+        let url = self.url.as_str();
+        if url.len() > 2048 {
+            return Err(bad("url is longer than 2048 characters"));
+        }
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("url must not contain blanks or control characters"));
+        }
+        let lower = url.to_ascii_lowercase();
+        let rest = if lower.starts_with("http://") {
+            &url[7..]
+        } else if lower.starts_with("https://") {
+            &url[8..]
+        } else {
+            return Err(bad("url must start with http:// or https://"));
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(bad(
+                "url must not carry credentials (verify the Outcall-Signature header instead)",
+            ));
+        }
+        let port = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (h, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| bad("url has an invalid IPv6 host"))?;
+                if h.is_empty() || !h.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+                    return Err(bad("url has an invalid IPv6 host"));
+                }
+                match after {
+                    "" => None,
+                    p => Some(
+                        p.strip_prefix(':')
+                            .ok_or_else(|| bad("url has an invalid port"))?,
+                    ),
+                }
+            }
+            None => {
+                let (h, p) = match authority.rsplit_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (authority, None),
+                };
+                if h.is_empty() {
+                    return Err(bad("url has no host"));
+                }
+                if !h
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                {
+                    return Err(bad("url has an invalid host"));
+                }
+                p
+            }
+        };
+        if let Some(p) = port {
+            if !matches!(p.parse::<u16>(), Ok(n) if n > 0) {
+                return Err(bad("url has an invalid port"));
+            }
+        }
+        if self.events.is_empty() {
+            return Err(bad(
+                "events must name at least one of initiated, ringing, answered, completed",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Import filters on a number's attribution (号码归属地).
@@ -323,6 +460,8 @@ pub enum SpecError {
     Cap,
     #[error("windows: {0}")]
     Windows(#[from] WindowError),
+    #[error("status_callback: {0}")]
+    StatusCallback(String),
 }
 
 impl CampaignSpec {
@@ -360,6 +499,9 @@ impl CampaignSpec {
         }
         if let Some(w) = &self.windows {
             w.compile()?;
+        }
+        if let Some(cb) = &self.status_callback {
+            cb.validate()?;
         }
         Ok(())
     }
@@ -506,5 +648,69 @@ mod tests {
             "windows: unknown time zone `Nowhere/City`"
         );
         assert!(toml::from_str::<CampaignSpec>("name='x'\ntrunks=['a']\nmax_cpss=1").is_err());
+    }
+
+    #[test]
+    fn status_callback_defaults_to_every_event_and_validates_its_url() {
+        let s: CampaignSpec = toml::from_str(
+            "name = 'x'\ntrunks = ['a']\n[status_callback]\nurl = 'https://hooks.example.com/outcall?k=1'\n",
+        )
+        .unwrap();
+        s.validate().unwrap();
+        let cb = s.status_callback.clone().unwrap();
+        assert_eq!(cb.events, StatusEventKind::ALL);
+        assert!(cb.wants(StatusEventKind::Ringing));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["status_callback"]["events"],
+            serde_json::json!(["initiated", "ringing", "answered", "completed"])
+        );
+        let only: StatusCallback = serde_json::from_value(
+            serde_json::json!({ "url": "http://127.0.0.1:9000/cb", "events": ["completed"] }),
+        )
+        .unwrap();
+        assert!(only.wants(StatusEventKind::Completed) && !only.wants(StatusEventKind::Initiated));
+        assert!(serde_json::from_value::<StatusCallback>(
+            serde_json::json!({ "url": "http://h/", "events": ["hangup"] })
+        )
+        .is_err());
+        for ok in [
+            "http://localhost/x",
+            "HTTPS://hooks.example.com",
+            "http://127.0.0.1:8080",
+            "http://[::1]:9000/cb",
+        ] {
+            let mut s = s.clone();
+            s.status_callback.as_mut().unwrap().url = ok.into();
+            assert_eq!(s.validate(), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("ftp://h/x", "url must start with http:// or https://"),
+            (
+                "hooks.example.com/x",
+                "url must start with http:// or https://",
+            ),
+            ("http:///x", "url has no host"),
+            ("http://h:0/", "url has an invalid port"),
+            ("http://h:99999/", "url has an invalid port"),
+            ("http://user:pw@h/", "url must not carry credentials"),
+            ("http://h/a b", "url must not contain blanks"),
+            ("http://h%2F/", "url has an invalid host"),
+        ] {
+            let mut s = s.clone();
+            s.status_callback.as_mut().unwrap().url = bad.into();
+            let e = s.validate().unwrap_err().to_string();
+            assert!(
+                e.starts_with("status_callback: ") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+        let mut none = s.clone();
+        none.status_callback.as_mut().unwrap().events.clear();
+        assert!(none
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("events must name at least one"));
     }
 }
