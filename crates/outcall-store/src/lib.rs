@@ -15,8 +15,11 @@
 //! `migrations/sqlite`). The trait is shaped for PostgreSQL too; `tests/store_suite.rs` is the
 //! suite every implementation must pass.
 
+pub mod access;
 pub mod memory;
 pub mod sqlite;
+
+pub use access::AccessStore;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -259,7 +262,8 @@ pub struct SealedNumber {
 
 /// The repository of the business layer. Every method is atomic.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Every store also keeps the access layer's tables ([`AccessStore`]).
+pub trait Store: AccessStore + Send + Sync + 'static {
     async fn upsert_trunk(&self, trunk: &TrunkRecord) -> Result<()>;
     async fn list_trunks(&self) -> Result<Vec<TrunkRecord>>;
 

@@ -16,6 +16,8 @@ use outcall_domain::{Cdr, Outcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
+mod access;
+
 type PendingKey = (CampaignId, std::cmp::Reverse<i32>, Timestamp, ContactId);
 
 fn pkey(c: &ContactRecord) -> PendingKey {
@@ -47,6 +49,7 @@ struct Data {
 #[derive(Default)]
 pub struct MemoryStore {
     data: Mutex<Data>,
+    access: Mutex<access::AccessData>,
 }
 
 impl MemoryStore {

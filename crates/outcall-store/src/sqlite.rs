@@ -28,6 +28,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod access;
+
 /// The statements, one file each.
 mod q {
     pub const BEGIN_IMMEDIATE: &str = include_str!("sqlite/queries/begin_immediate.sql");
@@ -108,6 +110,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "contact_region",
         include_str!("../migrations/sqlite/0004_contact_region.sql"),
+    ),
+    (
+        5,
+        "access",
+        include_str!("../migrations/sqlite/0005_access.sql"),
     ),
 ];
 

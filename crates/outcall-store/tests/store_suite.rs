@@ -69,6 +69,10 @@ macro_rules! store_suite {
                 erase_scrubs_contacts_and_cdrs_everywhere,
                 sealed_numbers_page_and_reseal,
                 contact_hashes_page_and_exist,
+                users_create_update_and_conflict,
+                api_keys_create_and_revoke,
+                audit_appends_filters_and_purges,
+                idempotency_key_claimed_once,
             );
         }
     };
@@ -202,6 +206,8 @@ fn cdr(outcome: Outcome, sip_status: Option<u16>) -> Cdr {
 }
 
 mod cases {
+    pub use super::access_cases::*;
+
     /// A campaign of contacts 0..4: provinces 广东 (0, 3), 北京 (1), none (2).
     async fn id_for_provinces<S: Store>(s: &S) -> i64 {
         let id = campaign(s, "provinces").await;
@@ -1385,4 +1391,229 @@ async fn sqlite_file_reopens_with_its_data() {
     assert_eq!(store.get_campaign(created.id).await.unwrap(), created);
     assert_eq!(store.unfinished_contacts(created.id).await.unwrap(), 1);
     store.close().await;
+}
+
+/// Users, API keys, the audit log and idempotency keys.
+mod access_cases {
+    use super::t;
+    use outcall_store::access::{
+        AuditQuery, IdempotencyClaim, NewApiKey, NewAuditEntry, NewUser, UserUpdate,
+    };
+    use outcall_store::{Store, StoreError};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn user(name: &str, role: &str) -> NewUser {
+        NewUser {
+            username: name.into(),
+            password_hash: format!("hash-of-{name}"),
+            role: role.into(),
+        }
+    }
+
+    pub async fn users_create_update_and_conflict<S: Store>(s: Arc<S>) {
+        assert_eq!(s.count_users().await.unwrap(), 0);
+        let a = s.create_user(&user("ann", "admin"), t(0)).await.unwrap();
+        let b = s.create_user(&user("bob", "auditor"), t(1)).await.unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(matches!(
+            s.create_user(&user("ann", "agent"), t(2)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.count_users().await.unwrap(), 2);
+        let found = s.user_by_name("bob").await.unwrap().unwrap();
+        assert_eq!(found, b);
+        assert_eq!(found.password_hash, "hash-of-bob");
+        assert!(s.user_by_name("carol").await.unwrap().is_none());
+        let changed = s
+            .update_user(
+                b.id,
+                &UserUpdate {
+                    role: Some("operator".into()),
+                    disabled: Some(true),
+                    ..Default::default()
+                },
+                t(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.role, "operator");
+        assert!(changed.disabled);
+        assert_eq!(changed.password_hash, "hash-of-bob", "kept");
+        assert_eq!(changed.updated_at, t(5));
+        assert_eq!(s.get_user(b.id).await.unwrap(), changed);
+        let names: Vec<_> = s
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        assert_eq!(names, ["ann", "bob"]);
+        assert!(matches!(
+            s.update_user(999, &UserUpdate::default(), t(6)).await,
+            Err(StoreError::NotFound { what: "user", .. })
+        ));
+    }
+
+    pub async fn api_keys_create_and_revoke<S: Store>(s: Arc<S>) {
+        let k = s
+            .create_api_key(
+                &NewApiKey {
+                    name: "crm".into(),
+                    role: "operator".into(),
+                    secret_hash: vec![7; 32],
+                    created_by: "user:ann".into(),
+                },
+                t(0),
+            )
+            .await
+            .unwrap();
+        let got = s.get_api_key(k.id).await.unwrap().unwrap();
+        assert_eq!(got.secret_hash, vec![7; 32]);
+        assert_eq!(got.revoked_at, None);
+        let r = s.revoke_api_key(k.id, t(10)).await.unwrap();
+        assert_eq!(r.revoked_at, Some(t(10)));
+        let again = s.revoke_api_key(k.id, t(20)).await.unwrap();
+        assert_eq!(again.revoked_at, Some(t(10)), "first revocation time stays");
+        assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
+        assert!(s.get_api_key(k.id + 1).await.unwrap().is_none());
+    }
+
+    pub async fn audit_appends_filters_and_purges<S: Store>(s: Arc<S>) {
+        for (i, (actor, action)) in [
+            ("user:ann", "auth.login"),
+            ("user:bob", "contacts.import"),
+            ("user:ann", "campaign.delete"),
+            ("key:3", "contacts.import"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.append_audit(&NewAuditEntry {
+                at: t(i as i64 * 100),
+                actor: actor.into(),
+                role: Some("admin".into()),
+                action: action.into(),
+                target: Some(format!("campaign:{i}")),
+                outcome: "ok".into(),
+                detail: json!({ "i": i }),
+                ip: Some("127.0.0.1".into()),
+                request_id: Some(format!("req-{i}")),
+            })
+            .await
+            .unwrap();
+        }
+        let all = s
+            .list_audit(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[1].detail, json!({ "i": 1 }));
+        assert_eq!(all[1].request_id.as_deref(), Some("req-1"));
+        let imports = s
+            .list_audit(&AuditQuery {
+                limit: 100,
+                action: Some("contacts.import".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            imports.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>(),
+            ["user:bob", "key:3"]
+        );
+        let ann_after_first = s
+            .list_audit(&AuditQuery {
+                after: all[0].id,
+                limit: 100,
+                actor: Some("user:ann".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ann_after_first.len(), 1);
+        assert_eq!(ann_after_first[0].action, "campaign.delete");
+        let window = s
+            .list_audit(&AuditQuery {
+                limit: 100,
+                since: Some(t(100)),
+                until: Some(t(300)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(window.len(), 2);
+        assert_eq!(s.purge_audit(t(200)).await.unwrap(), 2);
+        let left = s
+            .list_audit(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 2);
+        assert_eq!(left[0].at, t(200));
+    }
+
+    pub async fn idempotency_key_claimed_once<S: Store>(s: Arc<S>) {
+        let h = [1u8; 32];
+        assert_eq!(
+            s.idempotency_claim("user:ann POST /v1/calls", "k1", &h, t(0))
+                .await
+                .unwrap(),
+            IdempotencyClaim::New
+        );
+        assert_eq!(
+            s.idempotency_claim("user:ann POST /v1/calls", "k1", &h, t(1))
+                .await
+                .unwrap(),
+            IdempotencyClaim::InProgress {
+                request_hash: h.to_vec()
+            }
+        );
+        // Another scope has its own keys.
+        assert_eq!(
+            s.idempotency_claim("user:bob POST /v1/calls", "k1", &h, t(1))
+                .await
+                .unwrap(),
+            IdempotencyClaim::New
+        );
+        s.idempotency_complete("user:ann POST /v1/calls", "k1", 201, "{\"id\":1}")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.idempotency_claim("user:ann POST /v1/calls", "k1", &[9; 32], t(2))
+                .await
+                .unwrap(),
+            IdempotencyClaim::Done {
+                request_hash: h.to_vec(),
+                status: 201,
+                body: "{\"id\":1}".into()
+            }
+        );
+        // A released claim (the request failed) can be made again; a done one cannot.
+        s.idempotency_release("user:bob POST /v1/calls", "k1")
+            .await
+            .unwrap();
+        s.idempotency_release("user:ann POST /v1/calls", "k1")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.idempotency_claim("user:bob POST /v1/calls", "k1", &h, t(3))
+                .await
+                .unwrap(),
+            IdempotencyClaim::New
+        );
+        assert!(matches!(
+            s.idempotency_claim("user:ann POST /v1/calls", "k1", &h, t(3))
+                .await
+                .unwrap(),
+            IdempotencyClaim::Done { .. }
+        ));
+        assert_eq!(s.idempotency_purge(t(1)).await.unwrap(), 1);
+    }
 }

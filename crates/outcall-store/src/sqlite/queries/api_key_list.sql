@@ -1,0 +1,1 @@
+SELECT id, name, role, secret_hash, created_by, created_at, revoked_at FROM api_keys ORDER BY id

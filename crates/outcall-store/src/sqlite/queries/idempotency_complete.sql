@@ -1,0 +1,1 @@
+UPDATE idempotency_keys SET status = ?, body = ? WHERE scope = ? AND key = ?

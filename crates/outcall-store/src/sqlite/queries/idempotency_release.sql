@@ -1,0 +1,1 @@
+DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND status = 0
