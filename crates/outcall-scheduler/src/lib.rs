@@ -16,10 +16,12 @@
 //! from the store.
 
 pub mod clock;
+pub mod events;
 pub mod pacer;
 mod scheduler;
 
 pub use clock::Clock;
+pub use events::{CallEventSink, StatusEvent};
 pub use scheduler::{
     start, CampaignLive, SchedulerConfig, SchedulerDeps, SchedulerError, SchedulerHandle,
 };

@@ -1,16 +1,19 @@
 //! The scheduler task and its handle.
 
 use crate::clock::Clock;
+use crate::events::{CallEventSink, StatusEvent};
 use crate::pacer::Pacer;
 use jiff::Timestamp;
 use outcall_domain::campaign::{
-    AfterPrompt, Campaign, CampaignId, CampaignStatus, ContactId, RetryDecision,
+    AfterPrompt, Campaign, CampaignId, CampaignStatus, ContactId, RetryDecision, StatusEventKind,
 };
 use outcall_domain::window::WindowSchedule;
+use outcall_domain::CallState;
 use outcall_domain::Outcome;
 use outcall_pool::NumberVault;
 use outcall_store::{ContactNext, ContactRecord, Store, StoreError};
 use outcall_telephony::engine::AfterPrompt as EngineAfterPrompt;
+use outcall_telephony::engine::{CallReport, CallUpdate};
 use outcall_telephony::{CallEngine, CallRequest, CallerIdPool, Prompt, TrunkConfig};
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -61,6 +64,8 @@ pub struct SchedulerDeps {
     pub engine: Arc<dyn CallEngine>,
     pub vault: Arc<NumberVault>,
     pub clock: Clock,
+    /// Receives each attempt's status events (initiated, ringing, answered, completed).
+    pub events: Option<Arc<dyn CallEventSink>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +305,28 @@ async fn reconcile(deps: &SchedulerDeps) -> Result<(), SchedulerError> {
                 now,
             )
             .await?;
+        if let Some(sink) = &deps.events {
+            // The integrator saw this attempt initiated: tell them how it ended.
+            let number = match deps.store.get_contact(a.contact_id).await {
+                Ok(c) => c.masked,
+                Err(e) => {
+                    warn!(contact = a.contact_id, error = %e, "cannot read contact for its event");
+                    String::new()
+                }
+            };
+            sink.emit(StatusEvent {
+                kind: StatusEventKind::Completed,
+                campaign_id: a.campaign_id,
+                contact_id: a.contact_id,
+                attempt_id: a.attempt_id,
+                seq: a.seq,
+                at: now,
+                number,
+                outcome: Some(Outcome::Failed),
+                cause: Some("node_restart".into()),
+                cdr: None,
+            });
+        }
     }
     Ok(())
 }
@@ -872,7 +899,7 @@ async fn run_attempt(
                 }
                 Ok(None) => {
                     req.to = number;
-                    let report = deps.engine.place_call(req, None).await;
+                    let report = place_call(&deps, req, &contact, &start).await;
                     (report.cdr.outcome, Some(report.cdr), None)
                 }
                 Err(e) => {
@@ -925,7 +952,16 @@ async fn run_attempt(
             .finish_attempt(start.attempt_id, outcome, cause, cdr.as_ref(), next, now)
             .await
         {
-            Ok(()) => return,
+            Ok(()) => {
+                if let Some(sink) = &deps.events {
+                    let mut e = status_event(&contact, &start, StatusEventKind::Completed, now);
+                    e.outcome = Some(outcome);
+                    e.cause = cause.map(str::to_string);
+                    e.cdr = cdr;
+                    sink.emit(e);
+                }
+                return;
+            }
             Err(StoreError::Conflict(m)) => {
                 warn!(attempt = start.attempt_id, error = %m, "attempt already closed");
                 return;
@@ -937,4 +973,81 @@ async fn run_attempt(
             }
         }
     }
+}
+
+/// An event of this attempt, without the `completed` details.
+fn status_event(
+    contact: &ContactRecord,
+    start: &outcall_store::AttemptStart,
+    kind: StatusEventKind,
+    at: Timestamp,
+) -> StatusEvent {
+    StatusEvent {
+        kind,
+        campaign_id: contact.campaign_id,
+        contact_id: contact.id,
+        attempt_id: start.attempt_id,
+        seq: start.seq,
+        at,
+        number: contact.masked.clone(),
+        outcome: None,
+        cause: None,
+        cdr: None,
+    }
+}
+
+/// Places the call. With an event sink: `initiated` as the call is handed over, then `ringing`
+/// (first transition to ringing or early media) and `answered` from the engine's transitions.
+async fn place_call(
+    deps: &SchedulerDeps,
+    req: CallRequest,
+    contact: &ContactRecord,
+    start: &outcall_store::AttemptStart,
+) -> CallReport {
+    let Some(sink) = &deps.events else {
+        return deps.engine.place_call(req, None).await;
+    };
+    sink.emit(status_event(
+        contact,
+        start,
+        StatusEventKind::Initiated,
+        deps.clock.now(),
+    ));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let call = deps.engine.place_call(req, Some(tx));
+    tokio::pin!(call);
+    let (mut rang, mut answered) = (false, false);
+    let mut on_update = |u: CallUpdate| {
+        let CallUpdate::Transition(t) = u else {
+            return;
+        };
+        let kind = match t.to {
+            CallState::Ringing | CallState::EarlyMedia if !rang => {
+                rang = true;
+                StatusEventKind::Ringing
+            }
+            CallState::Answered if !answered => {
+                answered = true;
+                StatusEventKind::Answered
+            }
+            _ => return,
+        };
+        let at = i64::try_from(t.at_ms)
+            .ok()
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+            .unwrap_or_else(|| deps.clock.now());
+        sink.emit(status_event(contact, start, kind, at));
+    };
+    let report = loop {
+        tokio::select! {
+            biased;
+            Some(u) = rx.recv() => on_update(u),
+            r = &mut call => break r,
+        }
+    };
+    // Transitions sent just before the call ended.
+    while let Ok(u) = rx.try_recv() {
+        on_update(u);
+    }
+    report
 }

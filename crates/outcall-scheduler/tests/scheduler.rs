@@ -10,9 +10,11 @@ use jiff::Timestamp;
 use outcall_domain::call::{Call, CallEvent, HangupParty};
 use outcall_domain::campaign::{CampaignSpec, CampaignStatus, ContactState, LifecycleAction};
 use outcall_domain::cdr::CdrContext;
-use outcall_domain::{Cdr, Classifier, Outcome};
+use outcall_domain::{mask_number, Cdr, Classifier, Outcome};
 use outcall_pool::NumberVault;
-use outcall_scheduler::{start, Clock, SchedulerConfig, SchedulerDeps, SchedulerHandle};
+use outcall_scheduler::{
+    start, CallEventSink, Clock, SchedulerConfig, SchedulerDeps, SchedulerHandle, StatusEvent,
+};
 use outcall_store::memory::MemoryStore;
 use outcall_store::{NewContact, Store, TrunkRecord};
 use outcall_telephony::engine::{BoxFuture, CallReport, CallUpdate};
@@ -29,6 +31,8 @@ struct Dialed {
     wall: Timestamp,
     to: String,
     trunk: String,
+    /// Whether the scheduler asked for live updates.
+    updates: bool,
 }
 
 /// Answers every call after `hold` with the outcome scripted for its number (default: answered).
@@ -89,11 +93,21 @@ fn cdr_for(outcome: Outcome, at: u64) -> Cdr {
     cdr
 }
 
+/// Applies `event` to the live call and streams the transition, as the SIP engine does.
+fn stream(updates: &Option<UnboundedSender<CallUpdate>>, call: &mut Call, e: CallEvent, at: u64) {
+    if let Some(tx) = updates {
+        if call.apply(e, at).is_ok() {
+            let t = call.history().last().unwrap().clone();
+            let _ = tx.send(CallUpdate::Transition(t));
+        }
+    }
+}
+
 impl CallEngine for Scripted {
     fn place_call(
         &self,
         req: CallRequest,
-        _updates: Option<UnboundedSender<CallUpdate>>,
+        updates: Option<UnboundedSender<CallUpdate>>,
     ) -> BoxFuture<'_, CallReport> {
         Box::pin(async move {
             self.dialed.lock().unwrap().push(Dialed {
@@ -101,6 +115,7 @@ impl CallEngine for Scripted {
                 wall: self.clock.now(),
                 to: req.to.clone(),
                 trunk: req.trunk.name.clone(),
+                updates: updates.is_some(),
             });
             {
                 let mut a = self.active.lock().unwrap();
@@ -113,8 +128,43 @@ impl CallEngine for Scripted {
                 .unwrap()
                 .get_mut(&req.to)
                 .and_then(|v| v.pop());
+            // With live updates: answered calls ring (180, then a 183 that is still ringing)
+            // and answer half-way through the hold; busy ones play early media first.
+            let planned = scripted.unwrap_or(Outcome::AnsweredHuman);
+            let ms = || self.clock.now().as_millisecond() as u64;
+            let mut live = Call::new();
+            stream(&updates, &mut live, CallEvent::Dial, ms());
+            if planned.is_answered() {
+                stream(
+                    &updates,
+                    &mut live,
+                    CallEvent::Ringing { status: 180 },
+                    ms(),
+                );
+                stream(
+                    &updates,
+                    &mut live,
+                    CallEvent::EarlyMedia { status: 183 },
+                    ms(),
+                );
+            } else if planned == Outcome::Busy {
+                stream(
+                    &updates,
+                    &mut live,
+                    CallEvent::EarlyMedia { status: 183 },
+                    ms(),
+                );
+            }
             let outcome = tokio::select! {
-                _ = tokio::time::sleep(self.hold) => scripted.unwrap_or(Outcome::AnsweredHuman),
+                _ = async {
+                    if planned.is_answered() && updates.is_some() {
+                        tokio::time::sleep(self.hold / 2).await;
+                        stream(&updates, &mut live, CallEvent::Answer { status: 200 }, ms());
+                        tokio::time::sleep(self.hold - self.hold / 2).await;
+                    } else {
+                        tokio::time::sleep(self.hold).await;
+                    }
+                } => planned,
                 _ = req.cancel.cancelled() => Outcome::Canceled,
             };
             self.active.lock().unwrap().0 -= 1;
@@ -133,6 +183,7 @@ struct Env {
     engine: Arc<Scripted>,
     clock: Clock,
     handle: Option<SchedulerHandle>,
+    events: Option<Arc<dyn CallEventSink>>,
 }
 
 const START: &str = "2026-11-23T02:00:00Z"; // Monday 10:00 in Shanghai
@@ -154,6 +205,7 @@ impl Env {
             engine: Scripted::new(clock, hold),
             clock,
             handle: None,
+            events: None,
         }
     }
 
@@ -163,6 +215,7 @@ impl Env {
             engine: self.engine.clone(),
             vault: self.vault.clone(),
             clock: self.clock,
+            events: self.events.clone(),
         };
         let cfg = SchedulerConfig {
             max_concurrent,
@@ -735,4 +788,216 @@ async fn a_confirmed_empty_number_is_learned_and_skipped_by_later_campaigns() {
     assert!(attempts
         .iter()
         .any(|a| a.cause.as_deref() == Some("known_empty")));
+}
+
+/// Records status events with the (paused) tokio instant they were emitted at.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<(Instant, StatusEvent)>>,
+}
+
+impl CallEventSink for Recorder {
+    fn emit(&self, event: StatusEvent) {
+        self.events.lock().unwrap().push((Instant::now(), event));
+    }
+}
+
+impl Recorder {
+    /// Event kinds of each attempt, in emission order.
+    fn by_attempt(&self) -> HashMap<i64, Vec<&'static str>> {
+        let mut m: HashMap<i64, Vec<&'static str>> = HashMap::new();
+        for (_, e) in self.events.lock().unwrap().iter() {
+            m.entry(e.attempt_id).or_default().push(e.kind.as_str());
+        }
+        m
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_events_follow_each_attempt_from_initiated_to_completed() {
+    let hold = Duration::from_secs(4);
+    let mut env = Env::new(hold).await;
+    let rec = Arc::new(Recorder::default());
+    env.events = Some(rec.clone());
+    let c = env
+        .campaign(serde_json::json!({
+            "retry": { "rules": { "busy": { "delay_secs": 60, "retries": 1 } } }
+        }))
+        .await;
+    env.engine.script("+8613800000002", &[Outcome::Busy]); // then answered
+    env.engine.script("+8613800000003", &[Outcome::NoAnswer]);
+    env.add(
+        c,
+        &[
+            ("+8613800000001", 0, None),
+            ("+8613800000002", 0, None),
+            ("+8613800000003", 0, None),
+            ("+8613800000004", 0, None),
+        ],
+    )
+    .await;
+    // A number the vault cannot read.
+    let garbled = NewContact {
+        number_hash: vec![9; 32],
+        number_enc: vec![1, 2, 3],
+        masked: "+86138****0005".into(),
+        time_zone: None,
+        priority: 0,
+        variables: serde_json::json!({}),
+        region: Default::default(),
+    };
+    env.store
+        .add_contacts(c, &[garbled], env.clock.now())
+        .await
+        .unwrap();
+    env.store
+        .add_blacklist(
+            &[outcall_store::NewBlacklistEntry {
+                campaign_id: None,
+                number_hash: Some(env.vault.blind_index("+8613800000004")),
+                number_enc: None,
+                prefix: None,
+                label: "x".into(),
+                reason: "asked".into(),
+                source: "test".into(),
+                expires_at: None,
+            }],
+            env.clock.now(),
+        )
+        .await
+        .unwrap();
+    env.act(c, LifecycleAction::Start).await;
+    env.start(10).await;
+    env.run_until_done(c, Duration::from_secs(600)).await;
+    // Events are emitted once the attempt is recorded; the campaign completes right after.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    assert!(env.engine.dialed().iter().all(|d| d.updates));
+    let attempts = env.store.list_attempts(c, None, 100).await.unwrap();
+    assert_eq!(attempts.len(), 6, "{attempts:?}");
+    let kinds = rec.by_attempt();
+    assert_eq!(kinds.len(), attempts.len(), "every attempt has events");
+    let events = rec.events.lock().unwrap().clone();
+    let dialed = env.engine.dialed();
+    for a in &attempts {
+        let contact = env.store.get_contact(a.contact_id).await.unwrap();
+        let want: &[&str] = match (contact.masked.as_str(), a.seq) {
+            ("+86138****0001", 1) | ("+86138****0002", 2) => {
+                &["initiated", "ringing", "answered", "completed"]
+            }
+            ("+86138****0002", 1) => &["initiated", "ringing", "completed"], // early media, busy
+            ("+86138****0003", 1) => &["initiated", "completed"],            // never rang
+            ("+86138****0004", 1) | ("+86138****0005", 1) => &["completed"], // not dialed
+            other => panic!("unexpected attempt {other:?}"),
+        };
+        assert_eq!(
+            kinds[&a.id], want,
+            "attempt {} of {}",
+            a.seq, contact.masked
+        );
+        let mine: Vec<&(Instant, StatusEvent)> = events
+            .iter()
+            .filter(|(_, e)| e.attempt_id == a.id)
+            .collect();
+        for (_, e) in &mine {
+            assert_eq!(
+                (e.campaign_id, e.contact_id, e.seq),
+                (c, a.contact_id, a.seq)
+            );
+            assert_eq!(e.number, contact.masked, "masked, never the clear number");
+        }
+        let (_, done) = mine.last().unwrap();
+        assert_eq!(done.outcome, a.outcome);
+        assert_eq!(done.cause, a.cause);
+        assert_eq!(done.cdr, a.cdr);
+        assert_eq!(done.at, a.ended_at.unwrap());
+        assert!(mine[..mine.len() - 1]
+            .iter()
+            .all(|(_, e)| e.outcome.is_none() && e.cdr.is_none()));
+        // Live: initiated and ringing as the call is dialed, answered half-way through it,
+        // completed when it ends.
+        let calls: Vec<&Dialed> = dialed
+            .iter()
+            .filter(|d| mask_number(&d.to) == contact.masked)
+            .collect();
+        if let Some(d) = calls.get(a.seq as usize - 1) {
+            assert_eq!(d.wall, a.started_at);
+            for (at, e) in &mine {
+                let expected = match e.kind.as_str() {
+                    "initiated" | "ringing" => d.at,
+                    "answered" => d.at + hold / 2,
+                    _ => d.at + hold,
+                };
+                assert_eq!(*at, expected, "{} of attempt {}", e.kind, a.id);
+            }
+        } else {
+            assert!(a.cdr.is_none(), "attempt {} was not dialed", a.id);
+        }
+    }
+    let blocked = attempts
+        .iter()
+        .find(|a| a.cause.as_deref() == Some("blacklist"))
+        .unwrap();
+    let done = &events
+        .iter()
+        .find(|(_, e)| e.attempt_id == blocked.id)
+        .unwrap()
+        .1;
+    assert_eq!(done.outcome, Some(Outcome::Blocked));
+    assert!(done.cdr.is_none());
+    assert!(events
+        .iter()
+        .any(|(_, e)| e.cause.as_deref() == Some("number_unreadable")
+            && e.outcome == Some(Outcome::Failed)));
+
+    // Without a sink, the engine is not asked for live updates.
+    let mut plain = Env::new(hold).await;
+    let c = plain.campaign(serde_json::json!({})).await;
+    plain.add(c, &[("+8613800000001", 0, None)]).await;
+    plain.act(c, LifecycleAction::Start).await;
+    plain.start(10).await;
+    plain.run_until_done(c, Duration::from_secs(60)).await;
+    assert_eq!(plain.engine.dialed().len(), 1);
+    assert!(!plain.engine.dialed()[0].updates);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_closed_after_a_crash_completes_with_node_restart() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    let rec = Arc::new(Recorder::default());
+    env.events = Some(rec.clone());
+    let c = env.campaign(serde_json::json!({})).await;
+    env.add(c, &[("+8613800000001", 0, None)]).await;
+    env.act(c, LifecycleAction::Start).await;
+    let due = env
+        .store
+        .due_contacts(c, env.clock.now(), 10)
+        .await
+        .unwrap();
+    let crashed = env
+        .store
+        .begin_attempt(due[0].id, "old-node", env.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    env.start(10).await;
+    let events = rec.events.lock().unwrap().clone();
+    let (_, e) = events
+        .iter()
+        .find(|(_, e)| e.attempt_id == crashed.attempt_id)
+        .expect("an event for the reconciled attempt");
+    assert_eq!(e.kind.as_str(), "completed");
+    assert_eq!(e.outcome, Some(Outcome::Failed));
+    assert_eq!(e.cause.as_deref(), Some("node_restart"));
+    assert_eq!(e.number, "+86138****0001");
+    assert_eq!((e.contact_id, e.seq), (due[0].id, 1));
+    env.run_until_done(c, Duration::from_secs(600)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let kinds = rec.by_attempt();
+    assert_eq!(kinds[&crashed.attempt_id], ["completed"]);
+    let retry = kinds.keys().find(|id| **id != crashed.attempt_id).unwrap();
+    assert_eq!(
+        kinds[retry],
+        ["initiated", "ringing", "answered", "completed"]
+    );
 }

@@ -166,6 +166,7 @@ impl App {
             engine: Arc::new(ua.clone()),
             vault: vault.clone(),
             clock,
+            events: None,
         };
         let sched_cfg = SchedulerConfig {
             node: cfg.ua.node.clone(),

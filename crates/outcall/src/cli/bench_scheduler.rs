@@ -153,6 +153,7 @@ async fn run_full(
         engine,
         vault,
         clock: Clock::system(),
+        events: None,
     };
     let cfg = SchedulerConfig {
         max_concurrent: 100_000,
@@ -294,6 +295,7 @@ async fn latency(a: &SchedulerBenchArgs) -> Result<()> {
         engine: Arc::new(ua.clone()),
         vault,
         clock: Clock::system(),
+        events: None,
     };
     let h = outcall_scheduler::start(
         deps,
