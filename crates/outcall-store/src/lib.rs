@@ -18,8 +18,12 @@
 pub mod access;
 pub mod memory;
 pub mod sqlite;
+pub mod webhook;
 
 pub use access::AccessStore;
+pub use webhook::{
+    NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus,
+};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -403,4 +407,31 @@ pub trait Store: AccessStore + Send + Sync + 'static {
         e164: &str,
         now: Timestamp,
     ) -> Result<Option<BlacklistRecord>>;
+
+    // Webhook outbox (see [`webhook`]).
+    /// Adds an event to deliver, pending; returns its delivery id. An event id already in the
+    /// outbox is not added again (its delivery id is returned).
+    async fn enqueue_webhook(&self, event: &NewWebhookEvent) -> Result<i64>;
+    /// Up to `limit` pending deliveries due at `now`, earliest first, leased until
+    /// `lease_until` (not due again before then). Only the oldest pending delivery of each
+    /// attempt is ever taken, so one attempt's events go out in order.
+    async fn take_due_webhooks(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>>;
+    /// When the next pending delivery that could be taken is due.
+    async fn next_webhook_due(&self) -> Result<Option<Timestamp>>;
+    /// A try got a 2xx: `delivered`. A delivery that is no longer pending is left as it is.
+    async fn webhook_delivered(&self, id: i64, at: Timestamp, http_status: u16) -> Result<()>;
+    /// A try failed: counted, with its error, and rescheduled or given up (`failed`). Returns
+    /// the delivery's status after it; `Conflict` if it was not pending.
+    async fn webhook_failed(&self, id: i64, failure: &WebhookFailure) -> Result<WebhookStatus>;
+    /// Deliveries in id order, filtered by status and campaign, after a cursor.
+    async fn list_webhooks(&self, query: &WebhookQuery) -> Result<Vec<WebhookDelivery>>;
+    async fn get_webhook(&self, id: i64) -> Result<WebhookDelivery>;
+    /// A `failed` delivery back to `pending`, due at `now`, its tries counted from 0 again;
+    /// `Conflict` for a delivery that is not `failed`.
+    async fn requeue_webhook(&self, id: i64, now: Timestamp) -> Result<WebhookDelivery>;
 }

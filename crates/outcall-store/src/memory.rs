@@ -7,6 +7,7 @@ use crate::{
     TrunkRecord,
 };
 use crate::{EraseResult, NumberStatus, SealedNumber};
+use crate::{NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use outcall_domain::campaign::{
@@ -17,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 mod access;
+mod webhook;
 
 type PendingKey = (CampaignId, std::cmp::Reverse<i32>, Timestamp, ContactId);
 
@@ -50,6 +52,7 @@ struct Data {
 pub struct MemoryStore {
     data: Mutex<Data>,
     access: Mutex<access::AccessData>,
+    webhooks: Mutex<webhook::Outbox>,
 }
 
 impl MemoryStore {
@@ -678,5 +681,43 @@ impl Store for MemoryStore {
             v.truncate(limit as usize);
             Ok(v)
         })
+    }
+
+    // Webhook outbox (in `memory/webhook.rs`).
+    async fn enqueue_webhook(&self, event: &NewWebhookEvent) -> Result<i64> {
+        self.webhook_enqueue(event)
+    }
+
+    async fn take_due_webhooks(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>> {
+        self.webhook_take_due(now, lease_until, limit)
+    }
+
+    async fn next_webhook_due(&self) -> Result<Option<Timestamp>> {
+        self.webhook_next_due()
+    }
+
+    async fn webhook_delivered(&self, id: i64, at: Timestamp, http_status: u16) -> Result<()> {
+        self.webhook_mark_delivered(id, at, http_status)
+    }
+
+    async fn webhook_failed(&self, id: i64, failure: &WebhookFailure) -> Result<WebhookStatus> {
+        self.webhook_mark_failed(id, failure)
+    }
+
+    async fn list_webhooks(&self, query: &WebhookQuery) -> Result<Vec<WebhookDelivery>> {
+        self.webhook_list(query)
+    }
+
+    async fn get_webhook(&self, id: i64) -> Result<WebhookDelivery> {
+        self.webhook_get(id)
+    }
+
+    async fn requeue_webhook(&self, id: i64, now: Timestamp) -> Result<WebhookDelivery> {
+        self.webhook_requeue(id, now)
     }
 }

@@ -12,6 +12,7 @@ use crate::{
     StoreError, TrunkRecord,
 };
 use crate::{EraseResult, SealedNumber};
+use crate::{NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use outcall_domain::campaign::{
@@ -29,6 +30,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod access;
+mod webhook;
 
 /// The statements, one file each.
 mod q {
@@ -115,6 +117,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "access",
         include_str!("../migrations/sqlite/0005_access.sql"),
+    ),
+    (
+        6,
+        "webhooks",
+        include_str!("../migrations/sqlite/0006_webhooks.sql"),
     ),
 ];
 
@@ -1030,5 +1037,43 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| r.try_get("number_hash").map_err(db))
             .collect()
+    }
+
+    // Webhook outbox (in `sqlite/webhook.rs`).
+    async fn enqueue_webhook(&self, event: &NewWebhookEvent) -> Result<i64> {
+        self.webhook_enqueue(event).await
+    }
+
+    async fn take_due_webhooks(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>> {
+        self.webhook_take_due(now, lease_until, limit).await
+    }
+
+    async fn next_webhook_due(&self) -> Result<Option<Timestamp>> {
+        self.webhook_next_due().await
+    }
+
+    async fn webhook_delivered(&self, id: i64, at: Timestamp, http_status: u16) -> Result<()> {
+        self.webhook_mark_delivered(id, at, http_status).await
+    }
+
+    async fn webhook_failed(&self, id: i64, failure: &WebhookFailure) -> Result<WebhookStatus> {
+        self.webhook_mark_failed(id, failure).await
+    }
+
+    async fn list_webhooks(&self, query: &WebhookQuery) -> Result<Vec<WebhookDelivery>> {
+        self.webhook_list(query).await
+    }
+
+    async fn get_webhook(&self, id: i64) -> Result<WebhookDelivery> {
+        self.webhook_get(id).await
+    }
+
+    async fn requeue_webhook(&self, id: i64, now: Timestamp) -> Result<WebhookDelivery> {
+        self.webhook_requeue(id, now).await
     }
 }

@@ -73,6 +73,9 @@ macro_rules! store_suite {
                 api_keys_create_and_revoke,
                 audit_appends_filters_and_purges,
                 idempotency_key_claimed_once,
+                webhook_outbox_takes_due_events_in_order_per_attempt,
+                webhook_outbox_retries_gives_up_and_requeues,
+                webhook_outbox_lists_by_status_and_campaign_with_cursor,
             );
         }
     };
@@ -207,6 +210,7 @@ fn cdr(outcome: Outcome, sip_status: Option<u16>) -> Cdr {
 
 mod cases {
     pub use super::access_cases::*;
+    pub use super::webhook_cases::*;
 
     /// A campaign of contacts 0..4: provinces 广东 (0, 3), 北京 (1), none (2).
     async fn id_for_provinces<S: Store>(s: &S) -> i64 {
@@ -1615,5 +1619,316 @@ mod access_cases {
             IdempotencyClaim::Done { .. }
         ));
         assert_eq!(s.idempotency_purge(t(1)).await.unwrap(), 1);
+    }
+}
+
+/// The webhook outbox: enqueue, take due (leased, oldest pending of each attempt first),
+/// delivered, failed tries, give up, re-queue, listing.
+mod webhook_cases {
+    use super::t;
+    use jiff::Timestamp;
+    use outcall_store::{
+        NewWebhookEvent, Store, StoreError, WebhookFailure, WebhookQuery, WebhookStatus,
+    };
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn event(id: &str, campaign: i64, attempt: i64, kind: &str, at: Timestamp) -> NewWebhookEvent {
+        NewWebhookEvent {
+            event_id: id.into(),
+            campaign_id: campaign,
+            attempt_id: attempt,
+            event: kind.into(),
+            url: format!("https://hooks.example.com/c{campaign}"),
+            payload: json!({
+                "event_id": id, "event": kind, "attempt_id": attempt,
+                "number": "+86138****5678", "cdr": null, "nested": { "b": [1, 2.5, "x"] }
+            }),
+            created_at: at,
+            next_attempt_at: at,
+        }
+    }
+
+    fn failure(at: Timestamp, retry_at: Option<Timestamp>) -> WebhookFailure {
+        WebhookFailure {
+            at,
+            error: "HTTP 500".into(),
+            http_status: Some(500),
+            retry_at,
+        }
+    }
+
+    fn ids(list: &[outcall_store::WebhookDelivery]) -> Vec<&str> {
+        list.iter().map(|d| d.event_id.as_str()).collect()
+    }
+
+    pub async fn webhook_outbox_takes_due_events_in_order_per_attempt<S: Store>(s: Arc<S>) {
+        let a1 = s
+            .enqueue_webhook(&event("a-init", 1, 10, "initiated", t(0)))
+            .await
+            .unwrap();
+        s.enqueue_webhook(&event("a-ring", 1, 10, "ringing", t(1)))
+            .await
+            .unwrap();
+        s.enqueue_webhook(&event("b-init", 1, 11, "initiated", t(1)))
+            .await
+            .unwrap();
+        s.enqueue_webhook(&event("c-later", 2, 12, "initiated", t(60)))
+            .await
+            .unwrap();
+        // The same event id again: not added twice.
+        assert_eq!(
+            s.enqueue_webhook(&event("a-init", 1, 10, "initiated", t(5)))
+                .await
+                .unwrap(),
+            a1
+        );
+        assert_eq!(
+            s.list_webhooks(&WebhookQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+            4
+        );
+        let stored = s.get_webhook(a1).await.unwrap();
+        assert_eq!(
+            stored.payload,
+            event("a-init", 1, 10, "initiated", t(0)).payload
+        );
+        assert_eq!(
+            (stored.status, stored.tries, stored.created_at),
+            (WebhookStatus::Pending, 0, t(0))
+        );
+        assert_eq!(s.next_webhook_due().await.unwrap(), Some(t(0)));
+
+        // Bounded, earliest first; the ringing event waits behind its attempt's initiated one.
+        let first = s.take_due_webhooks(t(2), t(32), 1).await.unwrap();
+        assert_eq!(ids(&first), ["a-init"]);
+        let rest = s.take_due_webhooks(t(2), t(32), 10).await.unwrap();
+        assert_eq!(
+            ids(&rest),
+            ["b-init"],
+            "a-ring waits for a-init; c-later is not due"
+        );
+        // Leased: nothing is taken twice while the lease runs.
+        assert!(s
+            .take_due_webhooks(t(3), t(33), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.next_webhook_due().await.unwrap(), Some(t(32)));
+
+        s.webhook_delivered(a1, t(4), 204).await.unwrap();
+        let d = s.get_webhook(a1).await.unwrap();
+        assert_eq!(
+            (d.status, d.tries, d.last_http_status, d.delivered_at),
+            (WebhookStatus::Delivered, 1, Some(204), Some(t(4)))
+        );
+        // Delivered twice (a late duplicate): nothing changes.
+        s.webhook_delivered(a1, t(9), 200).await.unwrap();
+        assert_eq!(s.get_webhook(a1).await.unwrap().delivered_at, Some(t(4)));
+        assert_eq!(
+            ids(&s.take_due_webhooks(t(4), t(34), 10).await.unwrap()),
+            ["a-ring"]
+        );
+
+        // A dispatcher that died mid-try: its lease runs out and the event is due again.
+        let again = s.take_due_webhooks(t(33), t(63), 10).await.unwrap();
+        assert_eq!(ids(&again), ["b-init"]);
+        assert_eq!(again[0].next_attempt_at, t(63));
+        // Everything is due again: returned in id order.
+        assert_eq!(
+            ids(&s.take_due_webhooks(t(64), t(94), 10).await.unwrap()),
+            ["a-ring", "b-init", "c-later"]
+        );
+        assert!(matches!(
+            s.webhook_delivered(999, t(5), 200).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    pub async fn webhook_outbox_retries_gives_up_and_requeues<S: Store>(s: Arc<S>) {
+        let first = s
+            .enqueue_webhook(&event("x-init", 1, 20, "initiated", t(0)))
+            .await
+            .unwrap();
+        let next = s
+            .enqueue_webhook(&event("x-done", 1, 20, "completed", t(0)))
+            .await
+            .unwrap();
+        assert_eq!(s.take_due_webhooks(t(0), t(30), 10).await.unwrap().len(), 1);
+        let st = s
+            .webhook_failed(first, &failure(t(1), Some(t(3))))
+            .await
+            .unwrap();
+        assert_eq!(st, WebhookStatus::Pending);
+        let d = s.get_webhook(first).await.unwrap();
+        assert_eq!(
+            (
+                d.tries,
+                d.last_error.as_deref(),
+                d.last_http_status,
+                d.next_attempt_at
+            ),
+            (1, Some("HTTP 500"), Some(500), t(3))
+        );
+        // Not before its retry time, and the completed event still waits behind it.
+        assert!(s
+            .take_due_webhooks(t(2), t(32), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.next_webhook_due().await.unwrap(), Some(t(3)));
+        assert_eq!(
+            ids(&s.take_due_webhooks(t(3), t(33), 10).await.unwrap()),
+            ["x-init"]
+        );
+        let conn = WebhookFailure {
+            at: t(4),
+            error: "connection refused".into(),
+            http_status: None,
+            retry_at: None,
+        };
+        assert_eq!(
+            s.webhook_failed(first, &conn).await.unwrap(),
+            WebhookStatus::Failed
+        );
+        let d = s.get_webhook(first).await.unwrap();
+        assert_eq!(
+            (
+                d.status,
+                d.tries,
+                d.last_error.as_deref(),
+                d.last_http_status
+            ),
+            (WebhookStatus::Failed, 2, Some("connection refused"), None)
+        );
+        assert!(matches!(
+            s.webhook_failed(first, &failure(t(5), None)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Given up: the attempt's next event goes out.
+        assert_eq!(
+            ids(&s.take_due_webhooks(t(5), t(35), 10).await.unwrap()),
+            ["x-done"]
+        );
+        s.webhook_delivered(next, t(6), 200).await.unwrap();
+
+        // An operator re-queues the failed one: pending, due now, tries from 0.
+        let r = s.requeue_webhook(first, t(7)).await.unwrap();
+        assert_eq!(
+            (
+                r.status,
+                r.tries,
+                r.next_attempt_at,
+                r.last_error.as_deref()
+            ),
+            (WebhookStatus::Pending, 0, t(7), Some("connection refused"))
+        );
+        assert_eq!(
+            ids(&s.take_due_webhooks(t(7), t(37), 10).await.unwrap()),
+            ["x-init"]
+        );
+        s.webhook_delivered(first, t(8), 200).await.unwrap();
+        assert_eq!(s.get_webhook(first).await.unwrap().tries, 1);
+        assert_eq!(s.next_webhook_due().await.unwrap(), None);
+        for id in [first, next] {
+            assert!(matches!(
+                s.requeue_webhook(id, t(9)).await,
+                Err(StoreError::Conflict(m)) if m.contains("only failed deliveries")
+            ));
+        }
+        assert!(matches!(
+            s.requeue_webhook(12345, t(9)).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.get_webhook(12345).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    pub async fn webhook_outbox_lists_by_status_and_campaign_with_cursor<S: Store>(s: Arc<S>) {
+        let mut all = Vec::new();
+        for i in 0..9i64 {
+            let campaign = 1 + i % 3; // campaigns 1, 2, 3
+            let id = s
+                .enqueue_webhook(&event(
+                    &format!("e{i}"),
+                    campaign,
+                    100 + i,
+                    "completed",
+                    t(i),
+                ))
+                .await
+                .unwrap();
+            all.push(id);
+        }
+        let due = s.take_due_webhooks(t(100), t(130), 100).await.unwrap();
+        assert_eq!(due.len(), 9, "one event per attempt: all due");
+        for (i, id) in all.iter().enumerate() {
+            match i % 3 {
+                0 => s.webhook_delivered(*id, t(101), 200).await.unwrap(),
+                1 => {
+                    s.webhook_failed(*id, &failure(t(101), None)).await.unwrap();
+                }
+                _ => {
+                    s.webhook_failed(*id, &failure(t(101), Some(t(200))))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        let q = |status, campaign_id, after, limit| WebhookQuery {
+            status,
+            campaign_id,
+            after,
+            limit,
+        };
+        let everything = s.list_webhooks(&q(None, None, None, 100)).await.unwrap();
+        assert_eq!(everything.iter().map(|d| d.id).collect::<Vec<_>>(), all);
+        // Campaign 2 holds e1, e4, e7: all given up.
+        let failed = s
+            .list_webhooks(&q(Some(WebhookStatus::Failed), None, None, 100))
+            .await
+            .unwrap();
+        assert_eq!(ids(&failed), ["e1", "e4", "e7"]);
+        assert!(failed.iter().all(|d| d.campaign_id == 2 && d.tries == 1));
+        let pending3 = s
+            .list_webhooks(&q(Some(WebhookStatus::Pending), Some(3), None, 100))
+            .await
+            .unwrap();
+        assert_eq!(ids(&pending3), ["e2", "e5", "e8"]);
+        assert!(s
+            .list_webhooks(&q(Some(WebhookStatus::Delivered), Some(2), None, 100))
+            .await
+            .unwrap()
+            .is_empty());
+        // Cursor paging: two at a time.
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s.list_webhooks(&q(None, None, after, 2)).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2);
+            after = page.last().map(|d| d.id);
+            pages.extend(page.into_iter().map(|d| d.id));
+        }
+        assert_eq!(pages, all);
+        let tail = s
+            .list_webhooks(&q(
+                Some(WebhookStatus::Delivered),
+                Some(1),
+                Some(all[0]),
+                10,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(ids(&tail), ["e3", "e6"]);
     }
 }

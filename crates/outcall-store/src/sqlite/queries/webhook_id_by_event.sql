@@ -1,0 +1,1 @@
+SELECT id FROM webhook_outbox WHERE event_id = ?1
