@@ -4,9 +4,13 @@
 //! Errors leave as JSON `{"error": {"code": "...", "message": "..."}}` with a stable code per
 //! cause (see [`error::ApiError`]) and a 4xx status for anything the caller can fix.
 
+pub mod access;
+pub mod auth;
 pub mod error;
 pub mod http;
 pub mod service;
+pub mod tls;
+pub mod webhook;
 
 pub use error::ApiError;
 pub use service::CampaignService;

@@ -153,6 +153,8 @@ pub struct CampaignService {
     pub jobs: ImportJobs,
     /// Target false-positive rate of an import's dedup filter (0.01 = 1 %).
     pub dedup_false_positive_rate: f64,
+    /// Wakes the status webhook dispatcher (after a delivery is re-queued), when one runs.
+    pub webhooks: Option<crate::webhook::WebhookWaker>,
 }
 
 /// The format of a contacts upload.
@@ -676,6 +678,26 @@ impl CampaignService {
             .store
             .list_attempts(id, after, limit.clamp(1, 1000))
             .await?)
+    }
+
+    /// The clear E.164 numbers of the given contacts (for callers allowed to see them).
+    pub async fn clear_numbers(
+        &self,
+        contacts: impl IntoIterator<Item = outcall_domain::campaign::ContactId>,
+    ) -> Result<std::collections::BTreeMap<i64, String>, ApiError> {
+        let mut out = std::collections::BTreeMap::new();
+        for id in contacts {
+            if out.contains_key(&id) {
+                continue;
+            }
+            let c = self.store.get_contact(id).await?;
+            let n = self
+                .vault
+                .decrypt(&c.number_enc)
+                .map_err(|e| ApiError::Internal(format!("contact {id}: {e}")))?;
+            out.insert(id, n);
+        }
+        Ok(out)
     }
 
     /// Adds or replaces a trunk. Literal passwords are refused: use `password_env` or

@@ -9,10 +9,13 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use outcall_api::access::Access;
+use outcall_api::auth::{format_api_key, new_api_key_secret, TokenSigner};
 use outcall_api::http::{router, BODY_LIMIT};
 use outcall_api::CampaignService;
 use outcall_pool::NumberVault;
 use outcall_scheduler::Clock;
+use outcall_store::access::NewApiKey;
 use outcall_store::memory::MemoryStore;
 use outcall_store::sqlite::SqliteStore;
 use outcall_store::{ContactRecord, Store};
@@ -46,6 +49,7 @@ fn service(store: Arc<dyn Store>) -> CampaignService {
         attributor: Arc::new(outcall_pool::number::Attributor::new(None)),
         jobs: Default::default(),
         dedup_false_positive_rate: 0.01,
+        webhooks: None,
     }
 }
 
@@ -53,6 +57,31 @@ fn service(store: Arc<dyn Store>) -> CampaignService {
 struct Api {
     router: Router,
     store: Arc<dyn Store>,
+    /// `Authorization` of every request: an admin API key.
+    auth: String,
+}
+
+/// The access layer on `store` and an admin API key made directly in the store.
+async fn admin_access(store: &Arc<dyn Store>) -> (Arc<Access>, String) {
+    let access = Arc::new(Access {
+        store: store.clone(),
+        signer: TokenSigner::new(&[9; 32]).unwrap(),
+        config: Default::default(),
+    });
+    let (secret, hash) = new_api_key_secret();
+    let k = store
+        .create_api_key(
+            &NewApiKey {
+                name: "tests".into(),
+                role: "admin".into(),
+                secret_hash: hash,
+                created_by: "tests".into(),
+            },
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    (access, format!("Bearer {}", format_api_key(k.id, &secret)))
 }
 
 impl Api {
@@ -61,13 +90,20 @@ impl Api {
             Backend::Memory => Arc::new(MemoryStore::new()),
             Backend::Sqlite => Arc::new(SqliteStore::open_in_memory().await.unwrap()),
         };
-        Api::with_store(store)
+        Api::with_store(store).await
     }
 
-    fn with_store(store: Arc<dyn Store>) -> Api {
+    async fn with_store(store: Arc<dyn Store>) -> Api {
+        Api::with_service(service(store)).await
+    }
+
+    async fn with_service(svc: CampaignService) -> Api {
+        let store = svc.store.clone();
+        let (access, auth) = admin_access(&store).await;
         Api {
-            router: router(Arc::new(service(store.clone()))),
+            router: router(Arc::new(svc), access),
             store,
+            auth,
         }
     }
 
@@ -79,7 +115,10 @@ impl Api {
         content_type: Option<&str>,
         body: impl Into<Body>,
     ) -> (StatusCode, String) {
-        let mut req = Request::builder().method(method).uri(uri);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, &self.auth);
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
@@ -262,7 +301,7 @@ async fn unknown_and_malformed_campaign_ids(b: Backend) {
             &api.get(&format!("/v1/campaigns/{bad}")).await,
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
-            &[&format!("`{bad}` is not a campaign id")],
+            &[&format!("`{bad}` is not an id")],
         );
     }
     // Every per-campaign endpoint answers the same for an unknown campaign.
@@ -295,7 +334,7 @@ async fn unknown_and_malformed_campaign_ids(b: Backend) {
         &api.post_json("/v1/campaigns/abc/start", &json!({})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_request",
-        &["`abc` is not a campaign id"],
+        &["`abc` is not an id"],
     );
 }
 
@@ -839,14 +878,14 @@ async fn lifecycle(b: Backend) {
         &act("explode").await,
         StatusCode::NOT_FOUND,
         "not_found",
-        &["no action `explode`", "start, pause, resume, cancel"],
+        &["no route POST /v1/campaigns/", "/explode", "/openapi.json"],
     );
     // `complete` belongs to the scheduler, not to the API.
     assert_error(
         &act("complete").await,
         StatusCode::NOT_FOUND,
         "not_found",
-        &["no action `complete`"],
+        &["no route POST /v1/campaigns/", "/complete"],
     );
     let (_, got) = api.get(&format!("/v1/campaigns/{id}")).await;
     assert_eq!(got["status"], "canceled");
@@ -1081,7 +1120,7 @@ async fn unknown_route_is_a_json_404() {
             &api.get(uri).await,
             StatusCode::NOT_FOUND,
             "not_found",
-            &["no such route"],
+            &["no route", "/openapi.json"],
         );
     }
 }
@@ -1211,7 +1250,7 @@ async fn sqlite_files_never_hold_a_clear_number() {
             .await
             .unwrap(),
     );
-    let api = Api::with_store(sqlite.clone());
+    let api = Api::with_store(sqlite.clone()).await;
     let (id, _, bodies) = exercise_every_endpoint(&api).await;
     for (what, text) in &bodies {
         assert_no_clear_number(what, text);
@@ -1510,7 +1549,7 @@ async fn erase_scrubs_a_number_from_every_campaign() {
 #[tokio::test]
 async fn key_rotation_reseals_every_number_and_old_keys_can_go() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
-    let api = Api::with_store(store.clone());
+    let api = Api::with_store(store.clone()).await;
     let id = api.campaign("rotate").await;
     api.post_csv(
         &format!("/v1/campaigns/{id}/contacts"),
@@ -1528,21 +1567,11 @@ async fn key_rotation_reseals_every_number_and_old_keys_can_go() {
         vault: Arc::new(both),
         ..service(store.clone())
     };
-    let rotated = router(Arc::new(svc));
-    let res = rotated
-        .clone()
-        .oneshot(
-            Request::builder()
-                .method(Method::POST)
-                .uri("/v1/keys/rotate")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let r: Value = serde_json::from_slice(&bytes).unwrap();
+    let rotated = Api::with_service(svc).await;
+    let (status, r) = rotated
+        .send(Method::POST, "/v1/keys/rotate", None, Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(
         (
             r["checked"].as_u64(),
@@ -1585,10 +1614,7 @@ async fn attribution_feeds_filters_and_province_statistics() {
         attributor: Arc::new(attributor),
         ..service(store.clone())
     };
-    let api = Api {
-        router: router(Arc::new(svc)),
-        store,
-    };
+    let api = Api::with_service(svc).await;
     let csv = "number\n13800138000\n13900001234\n0755-12345678\n18600001234\n";
     // No filter: every number is added, counted by province.
     let all = api.campaign("all").await;

@@ -2,6 +2,8 @@
 //! scheduler, campaign service) from one config, for `serve` and `campaign run`.
 
 use anyhow::{Context, Result};
+use outcall_api::access::{Access, AccessConfig};
+use outcall_api::auth::TokenSigner;
 use outcall_api::CampaignService;
 use outcall_domain::classify::ClassificationConfig;
 use outcall_domain::Classifier;
@@ -55,6 +57,26 @@ pub struct AppConfig {
     pub trunks: Vec<TrunkConfig>,
     #[serde(default)]
     pub classification: ClassificationConfig,
+    /// Hours a session token (from `/v1/auth/login`) stays valid.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_hours: u64,
+    /// Days audit log entries are kept before the purge deletes them.
+    #[serde(default = "default_audit_retention")]
+    pub audit_retention_days: u64,
+    /// File with the session token key (hex); `OUTCALL_JWT_SECRET` overrides it. Created
+    /// under `<data_dir>/keys/jwt.key` when not set.
+    #[serde(default)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Serve the API over HTTPS with these PEM files.
+    #[serde(default)]
+    pub tls: Option<outcall_api::tls::TlsConfig>,
+}
+
+fn default_token_ttl() -> u64 {
+    12
+}
+fn default_audit_retention() -> u64 {
+    183
 }
 
 fn default_data_dir() -> PathBuf {
@@ -107,6 +129,8 @@ impl AppConfig {
 /// A running embedded node.
 pub struct App {
     pub service: Arc<CampaignService>,
+    pub access: Arc<Access>,
+    purge: tokio::task::JoinHandle<()>,
     pub scheduler: SchedulerHandle,
     pub ua: SipUserAgent,
     pub grace: Duration,
@@ -186,9 +210,15 @@ impl App {
             attributor: Arc::new(outcall_pool::number::Attributor::chain(sources)),
             jobs: Default::default(),
             dedup_false_positive_rate: cfg.dedup_false_positive_rate,
+            webhooks: None,
         });
+        let access = Arc::new(build_access(cfg, service.store.clone())?);
+        bootstrap_admin(cfg, &access).await?;
+        let purge = access.spawn_purge(Duration::from_secs(3600));
         Ok(App {
             service,
+            access,
+            purge,
             scheduler,
             ua,
             grace: Duration::from_secs(cfg.shutdown_grace_secs),
@@ -197,9 +227,78 @@ impl App {
 
     /// Drains: no new calls, calls in flight finish (up to the grace period), then SIP stops.
     pub async fn shutdown(&self) {
+        self.purge.abort();
         self.scheduler.shutdown(self.grace).await;
         self.ua.shutdown();
     }
+}
+
+/// The access layer: the session token key from `OUTCALL_JWT_SECRET`, the configured file, or
+/// `<data_dir>/keys/jwt.key` (created on first start).
+pub fn build_access(cfg: &AppConfig, store: Arc<dyn Store>) -> Result<Access> {
+    let secret = match std::env::var("OUTCALL_JWT_SECRET") {
+        Ok(s) if s.len() >= 32 => s.into_bytes(),
+        Ok(_) => anyhow::bail!("OUTCALL_JWT_SECRET needs at least 32 characters"),
+        Err(_) => {
+            let path = cfg
+                .jwt_secret_file
+                .clone()
+                .unwrap_or_else(|| cfg.data_dir.join("keys/jwt.key"));
+            outcall_api::access::load_or_create_secret(&path)
+                .with_context(|| format!("cannot load the token key {}", path.display()))?
+        }
+    };
+    Ok(Access {
+        store,
+        signer: TokenSigner::new(&secret).map_err(anyhow::Error::msg)?,
+        config: AccessConfig {
+            token_ttl: Duration::from_secs(cfg.token_ttl_hours.max(1) * 3600),
+            audit_retention: Duration::from_secs(cfg.audit_retention_days.max(1) * 86400),
+        },
+    })
+}
+
+/// On a node without users, creates the first admin: `OUTCALL_ADMIN_USER` (default `admin`)
+/// with the password in `OUTCALL_ADMIN_PASSWORD` or the file `OUTCALL_ADMIN_PASSWORD_FILE`;
+/// without either, a random password written to `<data_dir>/admin-password` (mode 0600).
+async fn bootstrap_admin(cfg: &AppConfig, access: &Access) -> Result<()> {
+    if access.store.count_users().await? > 0 {
+        return Ok(());
+    }
+    let user = std::env::var("OUTCALL_ADMIN_USER").unwrap_or_else(|_| "admin".into());
+    let (password, generated) = match (
+        std::env::var("OUTCALL_ADMIN_PASSWORD"),
+        std::env::var("OUTCALL_ADMIN_PASSWORD_FILE"),
+    ) {
+        (Ok(p), _) => (p, None),
+        (_, Ok(f)) => (
+            std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read OUTCALL_ADMIN_PASSWORD_FILE {f}"))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            None,
+        ),
+        _ => {
+            let p = outcall_api::auth::random_secret_hex()[..24].to_string();
+            let path = cfg.data_dir.join("admin-password");
+            let _ = std::fs::remove_file(&path);
+            outcall_api::access::write_private(&path, &p)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            (p, Some(path))
+        }
+    };
+    access
+        .bootstrap_admin(&user, &password)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the first admin: {e}"))?;
+    match generated {
+        Some(path) => eprintln!(
+            "outcall: created the admin user `{user}`; its password is in {}",
+            path.display()
+        ),
+        None => eprintln!("outcall: created the admin user `{user}`"),
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -141,6 +141,7 @@ pub async fn run(a: ImportBenchArgs) -> Result<ExitCode> {
         attributor: Arc::new(outcall_pool::number::Attributor::new(None)),
         jobs: Default::default(),
         dedup_false_positive_rate: 0.01,
+        webhooks: None,
     };
     let spec = serde_json::from_value(serde_json::json!({ "name": "bench", "trunks": ["t"] }))?;
     let c = svc.create_campaign(spec).await?;

@@ -2,6 +2,7 @@
 
 use super::app::{terminated, App, AppConfig};
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,18 +35,33 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     info!(%addr, sip = %app.ua.local_addr(), "outcall serving");
     eprintln!(
-        "outcall: api on http://{addr}, sip on {}",
+        "outcall: api on {scheme}://{addr} (docs at /docs), sip on {}",
         app.ua.local_addr()
     );
-    let router = outcall_api::http::router(app.service.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            terminated().await;
-            info!("shutting down");
-        })
-        .await?;
+    let router = outcall_api::http::router(app.service.clone(), app.access.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async {
+        terminated().await;
+        info!("shutting down");
+    };
+    match &cfg.tls {
+        Some(t) => {
+            let config =
+                outcall_api::tls::server_config(&t.cert, &t.key).map_err(anyhow::Error::msg)?;
+            let tls = outcall_api::tls::TlsListener::new(listener, config)?;
+            axum::serve(tls.tap_io(|_| ()), router)
+                .with_graceful_shutdown(stop)
+                .await?
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await?
+        }
+    }
     app.shutdown().await;
     eprintln!("outcall: stopped");
     Ok(ExitCode::SUCCESS)
