@@ -144,7 +144,11 @@ struct Env {
 impl Env {
     async fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("outcall.db")).await.unwrap());
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("outcall.db"))
+                .await
+                .unwrap(),
+        );
         Env { dir, store }
     }
 
@@ -179,7 +183,10 @@ impl Env {
         WebhookDispatcher::start(self.store.clone(), cfg, WebhookWaker::default()).unwrap()
     }
 
-    async fn deliveries(&self, status: Option<WebhookStatus>) -> Vec<outcall_store::WebhookDelivery> {
+    async fn deliveries(
+        &self,
+        status: Option<WebhookStatus>,
+    ) -> Vec<outcall_store::WebhookDelivery> {
         self.store
             .list_webhooks(&WebhookQuery {
                 status,
@@ -319,7 +326,11 @@ async fn events_arrive_signed_in_order_with_the_chosen_kinds_only() {
     sink.flush().await;
     tokio::time::sleep(Duration::from_millis(200)).await; // nothing more comes
     let got = rx.received();
-    assert_eq!(got.len(), 5, "4 events of attempt 1, completed of attempt 2");
+    assert_eq!(
+        got.len(),
+        5,
+        "4 events of attempt 1, completed of attempt 2"
+    );
     let kinds = |attempt: i64| -> Vec<String> {
         got.iter()
             .map(Received::json)
@@ -360,10 +371,17 @@ async fn events_arrive_signed_in_order_with_the_chosen_kinds_only() {
         assert_eq!(r.header("content-type"), "application/json");
         assert_eq!(p["number"], "+86138****0001");
         assert_eq!(p["seq"], 1);
-        assert!(p["timestamp"].as_str().unwrap().parse::<Timestamp>().is_ok());
+        assert!(p["timestamp"]
+            .as_str()
+            .unwrap()
+            .parse::<Timestamp>()
+            .is_ok());
         let sig = r.header(SIGNATURE_HEADER);
         assert!(sig.starts_with("t=") && sig.contains(",v1="), "{sig}");
-        assert_eq!(verify_signature(SECRET, sig, &r.body, now, tolerance), Ok(()));
+        assert_eq!(
+            verify_signature(SECRET, sig, &r.body, now, tolerance),
+            Ok(())
+        );
         // One changed byte, another secret, or an old request: refused.
         let mut tampered = r.body.to_vec();
         let i = tampered.iter().position(|b| *b == b'1').unwrap();
@@ -377,7 +395,13 @@ async fn events_arrive_signed_in_order_with_the_chosen_kinds_only() {
             Err(SignatureError::Mismatch)
         );
         assert!(matches!(
-            verify_signature(SECRET, sig, &r.body, now + Duration::from_secs(900), tolerance),
+            verify_signature(
+                SECRET,
+                sig,
+                &r.body,
+                now + Duration::from_secs(900),
+                tolerance
+            ),
             Err(SignatureError::Stale(_))
         ));
         if p["event"] == "completed" {
@@ -409,7 +433,9 @@ async fn a_failing_receiver_gets_retries_with_backoff_then_the_event() {
     let env = Env::new().await;
     let rx = Receiver::start(Mode::FailFirst(3)).await;
     let c = env
-        .campaign(Some(serde_json::json!({ "url": rx.url(), "events": ["completed"] })))
+        .campaign(Some(
+            serde_json::json!({ "url": rx.url(), "events": ["completed"] }),
+        ))
         .await;
     let d = env.dispatcher(config());
     let sink = env.sink(&d.waker());
@@ -425,7 +451,10 @@ async fn a_failing_receiver_gets_retries_with_backoff_then_the_event() {
     );
     let ids: HashSet<&str> = got.iter().map(|r| r.header(EVENT_ID_HEADER)).collect();
     assert_eq!(ids.len(), 1, "every retry carries the same event id");
-    assert!(got.windows(2).all(|w| w[0].body == w[1].body), "and the same body");
+    assert!(
+        got.windows(2).all(|w| w[0].body == w[1].body),
+        "and the same body"
+    );
     // Waits of 50, 100, 200 ms between tries (exponential backoff).
     for (w, min) in got.windows(2).zip([50u64, 100, 200]) {
         let gap = w[1].at.duration_since(w[0].at);
@@ -438,7 +467,12 @@ async fn a_failing_receiver_gets_retries_with_backoff_then_the_event() {
     assert_eq!(all.len(), 1);
     let one = &all[0];
     assert_eq!(
-        (one.status, one.tries, one.last_http_status, one.last_error.as_deref()),
+        (
+            one.status,
+            one.tries,
+            one.last_http_status,
+            one.last_error.as_deref()
+        ),
         (WebhookStatus::Delivered, 4, Some(200), None)
     );
     d.shutdown(Duration::from_secs(1)).await;
@@ -452,7 +486,9 @@ async fn a_given_up_delivery_is_listed_and_an_operator_retry_delivers_it() {
         .campaign(Some(serde_json::json!({ "url": rx.url() })))
         .await;
     let other = env
-        .campaign(Some(serde_json::json!({ "url": rx.url(), "events": ["answered"] })))
+        .campaign(Some(
+            serde_json::json!({ "url": rx.url(), "events": ["answered"] }),
+        ))
         .await;
     let mut cfg = config();
     cfg.max_tries = 3;
@@ -469,7 +505,12 @@ async fn a_given_up_delivery_is_listed_and_an_operator_retry_delivers_it() {
     assert_eq!(rx.received().len(), 9);
     let svc = service(env.store.clone(), Some(d.waker()));
     let router = api(svc);
-    let (st, body) = call(&router, Method::GET, "/v1/webhooks/deliveries?status=failed").await;
+    let (st, body) = call(
+        &router,
+        Method::GET,
+        "/v1/webhooks/deliveries?status=failed",
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let list = body["deliveries"].as_array().unwrap();
     assert_eq!(list.len(), 3);
@@ -515,15 +556,23 @@ async fn a_given_up_delivery_is_listed_and_an_operator_retry_delivers_it() {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{r}");
-    assert_eq!((r["status"].as_str(), r["tries"].as_u64()), (Some("pending"), Some(0)));
+    assert_eq!(
+        (r["status"].as_str(), r["tries"].as_u64()),
+        (Some("pending"), Some(0))
+    );
     until(Duration::from_secs(5), "the retried event", async || {
         rx.accepted().len() == 1
     })
     .await;
-    assert_eq!(rx.accepted()[0].header(EVENT_ID_HEADER), list[0]["event_id"]);
-    until(Duration::from_secs(5), "recorded as delivered", async || {
-        env.store.get_webhook(id).await.unwrap().status == WebhookStatus::Delivered
-    })
+    assert_eq!(
+        rx.accepted()[0].header(EVENT_ID_HEADER),
+        list[0]["event_id"]
+    );
+    until(
+        Duration::from_secs(5),
+        "recorded as delivered",
+        async || env.store.get_webhook(id).await.unwrap().status == WebhookStatus::Delivered,
+    )
     .await;
     // Retrying what is not failed, or nothing at all.
     let (st, e) = call(
@@ -532,9 +581,15 @@ async fn a_given_up_delivery_is_listed_and_an_operator_retry_delivers_it() {
         &format!("/v1/webhooks/deliveries/{id}/retry"),
     )
     .await;
-    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
     let (st, e) = call(&router, Method::POST, "/v1/webhooks/deliveries/999/retry").await;
-    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (st, _) = call(&router, Method::POST, "/v1/webhooks/deliveries/x/retry").await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     d.shutdown(Duration::from_secs(1)).await;
@@ -550,7 +605,9 @@ async fn a_receiver_down_for_a_while_loses_nothing() {
     };
     let url = format!("http://127.0.0.1:{port}/hooks");
     let c = env
-        .campaign(Some(serde_json::json!({ "url": url, "events": ["initiated", "ringing", "completed"] })))
+        .campaign(Some(
+            serde_json::json!({ "url": url, "events": ["initiated", "ringing", "completed"] }),
+        ))
         .await;
     let mut cfg = config();
     cfg.max_tries = 1000;
@@ -575,21 +632,28 @@ async fn a_receiver_down_for_a_while_loses_nothing() {
     .await;
     let pending = env.deliveries(Some(WebhookStatus::Pending)).await;
     assert_eq!(pending.len(), 30);
-    assert!(pending
-        .iter()
-        .filter(|d| d.tries > 0)
-        .all(|d| d.last_error.as_deref().unwrap().starts_with("cannot connect")
-            && d.last_http_status.is_none()));
+    assert!(pending.iter().filter(|d| d.tries > 0).all(|d| d
+        .last_error
+        .as_deref()
+        .unwrap()
+        .starts_with("cannot connect")
+        && d.last_http_status.is_none()));
     assert!(
-        pending.iter().all(|d| d.tries == 0 || d.event == "initiated"),
+        pending
+            .iter()
+            .all(|d| d.tries == 0 || d.event == "initiated"),
         "an attempt's later events wait for its first"
     );
     // The receiver comes up on that port.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let rx = Receiver::on(listener, Mode::Ok);
-    until(Duration::from_secs(15), "every event delivered", async || {
-        env.deliveries(Some(WebhookStatus::Delivered)).await.len() == 30
-    })
+    until(
+        Duration::from_secs(15),
+        "every event delivered",
+        async || env.deliveries(Some(WebhookStatus::Delivered)).await.len() == 30,
+    )
     .await;
     let outbox: HashSet<String> = env
         .deliveries(None)
@@ -615,7 +679,11 @@ async fn a_receiver_down_for_a_while_loses_nothing() {
             .filter(|p| p["attempt_id"] == attempt)
             .map(|p| p["event"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(order, ["initiated", "ringing", "completed"], "attempt {attempt}");
+        assert_eq!(
+            order,
+            ["initiated", "ringing", "completed"],
+            "attempt {attempt}"
+        );
     }
     d.shutdown(Duration::from_secs(1)).await;
 }
@@ -626,7 +694,9 @@ async fn a_dispatcher_restarted_on_the_same_database_delivers_what_was_pending()
     // The receiver takes the requests but never answers: the first dispatcher dies mid-try.
     let rx = Receiver::start(Mode::Hang).await;
     let c = env
-        .campaign(Some(serde_json::json!({ "url": rx.url(), "events": ["completed"] })))
+        .campaign(Some(
+            serde_json::json!({ "url": rx.url(), "events": ["completed"] }),
+        ))
         .await;
     let mut cfg = config();
     cfg.lease = Duration::from_secs(1);
@@ -636,13 +706,15 @@ async fn a_dispatcher_restarted_on_the_same_database_delivers_what_was_pending()
     for attempt in 1..=5 {
         sink.emit(event(StatusEventKind::Completed, c, attempt));
     }
-    until(Duration::from_secs(10), "5 requests in flight", async || {
-        rx.received().len() == 5
-    })
+    until(
+        Duration::from_secs(10),
+        "5 requests in flight",
+        async || rx.received().len() == 5,
+    )
     .await;
     let crashed_at = Instant::now();
     first.shutdown(Duration::ZERO).await; // aborted with its requests in flight
-    // Events not yet tried at all also survive: one more, written while nothing delivers.
+                                          // Events not yet tried at all also survive: one more, written while nothing delivers.
     sink.emit(event(StatusEventKind::Completed, c, 6));
     sink.flush().await;
     env.reopen().await;
@@ -650,15 +722,21 @@ async fn a_dispatcher_restarted_on_the_same_database_delivers_what_was_pending()
 
     rx.set(Mode::Ok);
     let second = env.dispatcher(cfg);
-    until(Duration::from_secs(10), "every event delivered", async || {
-        env.deliveries(Some(WebhookStatus::Delivered)).await.len() == 6
-    })
+    until(
+        Duration::from_secs(10),
+        "every event delivered",
+        async || env.deliveries(Some(WebhookStatus::Delivered)).await.len() == 6,
+    )
     .await;
     let accepted = rx.accepted();
     let ids: HashSet<&str> = accepted.iter().map(|r| r.header(EVENT_ID_HEADER)).collect();
     assert_eq!(ids.len(), 6);
     // The five that were in flight came again after their lease, with the same id and body.
-    let hung: Vec<Received> = rx.received().into_iter().filter(|r| r.status != 200).collect();
+    let hung: Vec<Received> = rx
+        .received()
+        .into_iter()
+        .filter(|r| r.status != 200)
+        .collect();
     assert_eq!(hung.len(), 5);
     for h in &hung {
         let again = accepted
