@@ -129,6 +129,7 @@ rules = {{ busy = {{ delay_secs = 3, retries = 2 }}, no_answer = {{ delay_secs =
         .arg(dir.path().join("numbers.csv"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
+        .env("OUTCALL_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -210,6 +211,8 @@ fn serve(data: &Path, config: Option<&Path>, api: u16) -> Proc {
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
+    cmd.env("OUTCALL_ADMIN_USER", "admin")
+        .env("OUTCALL_ADMIN_PASSWORD", ADMIN_PASSWORD);
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -223,9 +226,39 @@ fn serve(data: &Path, config: Option<&Path>, api: u16) -> Proc {
     Proc(child)
 }
 
+/// The first admin's password, given to `serve` through the environment.
+const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// A session token for the node at `url` (logged in once per port; the token key lives in
+/// the data directory, so a token survives restarts).
+fn token(url: &str) -> String {
+    static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let base: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let mut tokens = TOKENS.lock().unwrap();
+    if let Some((_, t)) = tokens.iter().find(|(b, _)| *b == base) {
+        return t.clone();
+    }
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", &format!("{base}/v1/auth/login")])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!(
+            r#"{{"username":"admin","password":"{ADMIN_PASSWORD}"}}"#
+        ))
+        .output()
+        .expect("curl is installed");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("login answers JSON");
+    let t = v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login: {v}"))
+        .to_string();
+    tokens.push((base, t.clone()));
+    t
+}
+
 fn curl(method: &str, url: &str, body: Option<(&str, &str)>) -> Value {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-X", method, url]);
+    cmd.args(["-H", &format!("authorization: Bearer {}", token(url))]);
     if let Some((ct, b)) = body {
         cmd.args(["-H", &format!("content-type: {ct}"), "--data-binary", b]);
     }
