@@ -21,9 +21,7 @@ pub mod sqlite;
 pub mod webhook;
 
 pub use access::AccessStore;
-pub use webhook::{
-    NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus,
-};
+pub use webhook::{NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -155,6 +153,29 @@ pub struct AttemptRecord {
     /// Why our side closed it, when it did (`node_restart`).
     pub cause: Option<String>,
     pub cdr: Option<Cdr>,
+}
+
+/// A filter over attempts (every field optional), paged by id.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptQuery {
+    pub campaign_id: Option<CampaignId>,
+    pub outcome: Option<Outcome>,
+    /// Blind index of the number.
+    pub number_hash: Option<Vec<u8>>,
+    /// Started at or after.
+    pub since: Option<Timestamp>,
+    /// Started before.
+    pub until: Option<Timestamp>,
+    pub after: AttemptId,
+    pub limit: u32,
+}
+
+/// Attempts that started in one UTC hour with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HourCount {
+    pub hour: Timestamp,
+    pub outcome: String,
+    pub attempts: u64,
 }
 
 /// Counts for a campaign.
@@ -349,6 +370,11 @@ pub trait Store: AccessStore + Send + Sync + 'static {
         after: Option<AttemptId>,
         limit: u32,
     ) -> Result<Vec<AttemptRecord>>;
+    /// Attempts of any campaign matching a filter, in id order after `q.after`.
+    async fn query_attempts(&self, q: &AttemptQuery) -> Result<Vec<AttemptRecord>>;
+    /// A campaign's attempts counted by the UTC hour they started in and by outcome
+    /// (`in_progress` while open), in hour order.
+    async fn attempts_by_hour(&self, campaign: CampaignId) -> Result<Vec<HourCount>>;
 
     /// Adds blacklist entries; returns how many were added.
     async fn add_blacklist(&self, entries: &[NewBlacklistEntry], now: Timestamp) -> Result<u64>;

@@ -422,6 +422,51 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn query_attempts(&self, f: &crate::AttemptQuery) -> Result<Vec<AttemptRecord>> {
+        self.with(|d| {
+            Ok(d.attempts
+                .range(f.after.saturating_add(1)..)
+                .map(|(_, x)| x)
+                .filter(|(a, _)| f.campaign_id.is_none_or(|c| a.campaign_id == c))
+                .filter(|(a, _)| f.outcome.is_none_or(|o| a.outcome == Some(o)))
+                .filter(|(_, h)| f.number_hash.as_ref().is_none_or(|x| x == h))
+                .filter(|(a, _)| f.since.is_none_or(|t| a.started_at >= t))
+                .filter(|(a, _)| f.until.is_none_or(|t| a.started_at < t))
+                .take(f.limit.clamp(1, 10_000) as usize)
+                .map(|(a, _)| a.clone())
+                .collect())
+        })
+    }
+
+    async fn attempts_by_hour(&self, campaign: CampaignId) -> Result<Vec<crate::HourCount>> {
+        self.with(|d| {
+            let mut counts: BTreeMap<(i64, String), u64> = BTreeMap::new();
+            for (a, _) in d
+                .attempts
+                .values()
+                .filter(|(a, _)| a.campaign_id == campaign)
+            {
+                let ms = a.started_at.as_millisecond();
+                let hour = ms - ms.rem_euclid(3_600_000);
+                let outcome = a
+                    .outcome
+                    .map_or_else(|| "in_progress".to_string(), |o| o.as_str().to_string());
+                *counts.entry((hour, outcome)).or_default() += 1;
+            }
+            counts
+                .into_iter()
+                .map(|((hour, outcome), attempts)| {
+                    Ok(crate::HourCount {
+                        hour: Timestamp::from_millisecond(hour)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        outcome,
+                        attempts,
+                    })
+                })
+                .collect()
+        })
+    }
+
     async fn add_blacklist(&self, entries: &[NewBlacklistEntry], now: Timestamp) -> Result<u64> {
         self.with(|d| {
             for e in entries {

@@ -79,6 +79,8 @@ mod q {
         include_str!("sqlite/queries/attempts_to_number_since.sql");
     pub const ATTEMPTS_OPEN: &str = include_str!("sqlite/queries/attempts_open.sql");
     pub const ATTEMPTS_LIST: &str = include_str!("sqlite/queries/attempts_list.sql");
+    pub const ATTEMPTS_QUERY: &str = include_str!("sqlite/queries/attempts_query.sql");
+    pub const ATTEMPTS_BY_HOUR: &str = include_str!("sqlite/queries/attempts_by_hour.sql");
     pub const CONTACTS_UNFINISHED: &str = include_str!("sqlite/queries/contacts_unfinished.sql");
     pub const CONTACTS_NEXT_DUE: &str = include_str!("sqlite/queries/contacts_next_due.sql");
     pub const COUNTS_CONTACTS_BY_STATE: &str =
@@ -764,6 +766,38 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?;
         rows.iter().map(attempt_row).collect()
+    }
+
+    async fn query_attempts(&self, f: &crate::AttemptQuery) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(q::ATTEMPTS_QUERY)
+            .bind(f.after)
+            .bind(f.campaign_id)
+            .bind(f.outcome.map(|o| o.as_str()))
+            .bind(f.number_hash.as_deref())
+            .bind(f.since.map(ms))
+            .bind(f.until.map(ms))
+            .bind(i64::from(f.limit.clamp(1, 10_000)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(attempt_row).collect()
+    }
+
+    async fn attempts_by_hour(&self, campaign: CampaignId) -> Result<Vec<crate::HourCount>> {
+        let rows = sqlx::query(q::ATTEMPTS_BY_HOUR)
+            .bind(campaign)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::HourCount {
+                    hour: ts(col(r, "hour")?)?,
+                    outcome: col(r, "outcome")?,
+                    attempts: u64_col(r, "n")?,
+                })
+            })
+            .collect()
     }
 
     async fn add_blacklist(&self, entries: &[NewBlacklistEntry], now: Timestamp) -> Result<u64> {

@@ -63,6 +63,7 @@ macro_rules! store_suite {
                 unfinished_and_next_due,
                 campaign_counts_by_state_and_outcome,
                 list_attempts_pages_by_cursor,
+                query_attempts_filters_and_counts_by_hour,
                 add_100k_contacts_in_one_call,
                 blacklist_exact_prefix_scope_and_expiry,
                 number_status_learns_and_ages_out,
@@ -966,6 +967,119 @@ mod cases {
         assert_eq!(provinces.get("广东"), Some(&2));
         assert_eq!(provinces.get("北京"), Some(&1));
         assert_eq!(provinces.get("unknown"), Some(&1));
+    }
+
+    pub async fn query_attempts_filters_and_counts_by_hour<S: Store>(s: Arc<S>) {
+        use outcall_store::AttemptQuery;
+        let (a, a_ids) = with_contacts(&*s, "query-a", 3).await;
+        let (b, b_ids) = with_contacts(&*s, "query-b", 2).await;
+        let finish = |id, o: Outcome, at| {
+            let s = s.clone();
+            async move {
+                s.finish_attempt(
+                    id,
+                    o,
+                    None,
+                    Some(&cdr(o, None)),
+                    ContactNext::Done { outcome: o },
+                    at,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let a0 = begin(&*s, a_ids[0], t(0)).await.attempt_id;
+        finish(a0, Outcome::Busy, t(5)).await;
+        let b0 = begin(&*s, b_ids[0], t(10)).await.attempt_id;
+        finish(b0, Outcome::NoAnswer, t(40)).await;
+        let a1 = begin(&*s, a_ids[1], t(3600)).await.attempt_id;
+        finish(a1, Outcome::NoAnswer, t(3630)).await;
+        let a2 = begin(&*s, a_ids[2], t(7300)).await.attempt_id;
+        let ids = |q: AttemptQuery| {
+            let s = s.clone();
+            async move {
+                s.query_attempts(&AttemptQuery { limit: 100, ..q })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|x| x.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids(AttemptQuery::default()).await, [a0, b0, a1, a2]);
+        assert_eq!(
+            ids(AttemptQuery {
+                campaign_id: Some(a),
+                ..Default::default()
+            })
+            .await,
+            [a0, a1, a2]
+        );
+        assert_eq!(
+            ids(AttemptQuery {
+                outcome: Some(Outcome::NoAnswer),
+                ..Default::default()
+            })
+            .await,
+            [b0, a1]
+        );
+        assert_eq!(
+            ids(AttemptQuery {
+                number_hash: Some(b"hash-0".to_vec()),
+                ..Default::default()
+            })
+            .await,
+            [a0, b0],
+            "one number across campaigns"
+        );
+        assert_eq!(
+            ids(AttemptQuery {
+                since: Some(t(3600)),
+                ..Default::default()
+            })
+            .await,
+            [a1, a2]
+        );
+        assert_eq!(
+            ids(AttemptQuery {
+                until: Some(t(3600)),
+                campaign_id: Some(b),
+                ..Default::default()
+            })
+            .await,
+            [b0]
+        );
+        assert_eq!(
+            ids(AttemptQuery {
+                after: b0,
+                ..Default::default()
+            })
+            .await,
+            [a1, a2]
+        );
+        let page = s
+            .query_attempts(&AttemptQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        let hours: Vec<_> = s
+            .attempts_by_hour(a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.hour, h.outcome, h.attempts))
+            .collect();
+        assert_eq!(
+            hours,
+            [
+                (t(0), "busy".to_string(), 1),
+                (t(3600), "no_answer".to_string(), 1),
+                (t(7200), "in_progress".to_string(), 1),
+            ]
+        );
     }
 
     pub async fn list_attempts_pages_by_cursor<S: Store>(s: Arc<S>) {
