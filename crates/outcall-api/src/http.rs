@@ -195,6 +195,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(add_contacts))
         .routes(routes!(stats))
         .routes(routes!(attempts))
+        .routes(routes!(cdrs))
         .routes(routes!(import_job))
         .routes(routes!(upsert_trunk, list_trunks))
         .routes(routes!(add_blacklist, list_blacklist))
@@ -695,13 +696,229 @@ async fn add_contacts(
     Ok(Json(report).into_response())
 }
 
-/// Counts by state, outcome and province; live concurrency and CPS.
+#[derive(Deserialize, IntoParams)]
+struct StatsQuery {
+    /// Add `hours`: attempts by UTC hour and outcome.
+    #[serde(default)]
+    hours: bool,
+}
+
+/// Counts by state, outcome and province; live concurrency and CPS; optionally by hour.
 #[utoipa::path(get, path = "/v1/campaigns/{id}/stats", tag = "campaigns",
     security(("bearer" = ["campaigns:read"])),
-    params(("id" = i64, Path, description = "campaign id")),
+    params(("id" = i64, Path, description = "campaign id"), StatsQuery),
     responses((status = 200, body = Object)))]
-async fn stats(State(s): Svc, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(s.stats(id(&raw)?).await?).into_response())
+async fn stats(
+    State(s): Svc,
+    Path(raw): Path<String>,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let id = id(&raw)?;
+    let stats = s.stats(id).await?;
+    if !q.hours {
+        return Ok(Json(stats).into_response());
+    }
+    let mut v = to_value(&stats)?;
+    v["hours"] = to_value(&s.hours(id).await?)?;
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+struct CdrQuery {
+    campaign_id: Option<i64>,
+    /// An outcome (`answered_human`, `busy`, …).
+    outcome: Option<String>,
+    /// A number in any format the importer accepts: its calls, across campaigns.
+    number: Option<String>,
+    /// RFC 3339: attempts started at or after.
+    since: Option<String>,
+    /// RFC 3339: attempts started before.
+    until: Option<String>,
+    /// Cursor: the `next_after` of the previous page (JSON only).
+    after: Option<i64>,
+    /// Page size, 1 to 1000 (JSON only; CSV streams every match).
+    limit: Option<u32>,
+    /// `json` (default) or `csv` (needs `cdrs:export`; audited).
+    format: Option<String>,
+}
+
+const CDR_COLUMNS: [&str; 20] = [
+    "attempt_id",
+    "campaign_id",
+    "contact_id",
+    "seq",
+    "node",
+    "number",
+    "started_at",
+    "ended_at",
+    "outcome",
+    "cause",
+    "trunk",
+    "caller_id",
+    "sip_status",
+    "q850_cause",
+    "setup_ms",
+    "duration_ms",
+    "billsec",
+    "hangup_by",
+    "dtmf",
+    "call_id",
+];
+
+fn cdr_csv_rows(rows: &[outcall_store::AttemptRecord]) -> Result<Vec<u8>, ApiError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    for a in rows {
+        let c = a.cdr.as_ref();
+        w.write_record([
+            a.id.to_string(),
+            a.campaign_id.to_string(),
+            a.contact_id.to_string(),
+            a.seq.to_string(),
+            a.node.clone(),
+            opt(c.map(|c| c.callee.clone())),
+            a.started_at.to_string(),
+            opt(a.ended_at.map(|t| t.to_string())),
+            opt(a.outcome.map(|o| o.as_str().to_string())),
+            opt(a.cause.clone()),
+            opt(c.map(|c| c.trunk.clone())),
+            opt(c.map(|c| c.caller_id.clone())),
+            opt(c.and_then(|c| c.sip_status).map(|v| v.to_string())),
+            opt(c.and_then(|c| c.q850_cause).map(|v| v.to_string())),
+            opt(c.and_then(|c| c.setup_ms).map(|v| v.to_string())),
+            opt(c.map(|c| c.duration_ms.to_string())),
+            opt(c.map(|c| c.billsec.to_string())),
+            opt(c
+                .and_then(|c| c.hangup_by)
+                .and_then(|h| serde_json::to_value(h).ok())
+                .and_then(|v| v.as_str().map(str::to_string))),
+            opt(c.map(|c| c.dtmf.clone())),
+            opt(c.map(|c| c.call_id.clone())),
+        ])
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    w.into_inner()
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Call records across campaigns by filter: JSON pages by cursor, or every match as CSV
+/// (numbers masked either way).
+#[utoipa::path(get, path = "/v1/cdrs", tag = "cdrs",
+    security(("bearer" = ["cdrs:read"])),
+    params(CdrQuery),
+    responses((status = 200, content(
+        (Object = "application/json"),
+        (String = "text/csv")))))]
+async fn cdrs(
+    State(st): State<ApiState>,
+    caller: Caller,
+    q: Result<Query<CdrQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "format `{other}`: use json or csv"
+            )))
+        }
+    };
+    let outcome = q
+        .outcome
+        .as_deref()
+        .map(|o| {
+            o.parse::<outcall_domain::Outcome>()
+                .map_err(|e| ApiError::InvalidRequest(e.to_string()))
+        })
+        .transpose()?;
+    let filter = outcall_store::AttemptQuery {
+        campaign_id: q.campaign_id,
+        outcome,
+        number_hash: q
+            .number
+            .as_deref()
+            .map(|n| st.svc.number_hash(n))
+            .transpose()?,
+        since: instant("since", q.since)?,
+        until: instant("until", q.until)?,
+        after: q.after.unwrap_or(0),
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    if !csv {
+        let rows = st.svc.store.query_attempts(&filter).await?;
+        let next = if rows.len() as u32 == filter.limit {
+            rows.last().map(|a| a.id)
+        } else {
+            None
+        };
+        return Ok(Json(serde_json::json!({ "cdrs": rows, "next_after": next })).into_response());
+    }
+    if !caller.role.allows(Permission::CdrsExport) {
+        return Err(ApiError::Forbidden(format!(
+            "the {} role may not export call records (`cdrs:export`)",
+            caller.role.as_str()
+        )));
+    }
+    st.access
+        .audit(
+            &caller,
+            "cdrs.export",
+            q.campaign_id.map(|c| format!("campaign:{c}")),
+            serde_json::json!({
+                "outcome": q.outcome,
+                "number": q.number.as_deref().map(outcall_domain::mask_number),
+                "since": filter.since.map(|t| t.to_string()),
+                "until": filter.until.map(|t| t.to_string()),
+            }),
+        )
+        .await?;
+    // Every match, a page at a time, as the client reads.
+    let header = {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(CDR_COLUMNS)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        w.into_inner()
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    let store = st.svc.store.clone();
+    let first = futures_util::stream::once(async move { Ok::<_, ApiError>(Bytes::from(header)) });
+    let pages = futures_util::stream::unfold(
+        Some(outcall_store::AttemptQuery {
+            limit: 1000,
+            ..filter
+        }),
+        move |state| {
+            let store = store.clone();
+            async move {
+                let mut f = state?;
+                let rows = match store.query_attempts(&f).await {
+                    Ok(r) => r,
+                    Err(e) => return Some((Err(ApiError::from(e)), None)),
+                };
+                let Some(last) = rows.last() else {
+                    return None;
+                };
+                f.after = last.id;
+                let next = (rows.len() as u32 == f.limit).then_some(f);
+                Some((cdr_csv_rows(&rows).map(Bytes::from), next))
+            }
+        },
+    );
+    use futures_util::StreamExt;
+    let body = axum::body::Body::from_stream(first.chain(pages));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"cdrs.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -137,6 +137,14 @@ pub struct CampaignStats {
     pub live: CampaignLive,
 }
 
+/// Attempts that started in one UTC hour, by outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct HourStats {
+    /// Start of the hour (RFC 3339, UTC).
+    pub hour: String,
+    pub outcomes: std::collections::BTreeMap<String, u64>,
+}
+
 /// Everything the entry points need.
 pub struct CampaignService {
     pub store: Arc<dyn Store>,
@@ -840,6 +848,32 @@ impl CampaignService {
 
     /// Right to erasure for one number: scrubbed from every campaign's contacts, masked in CDRs,
     /// its recordings deleted, its learned status forgotten.
+    /// The blind index of a number as given by a user (normalised to E.164 first).
+    pub fn number_hash(&self, number: &str) -> Result<Vec<u8>, ApiError> {
+        let e164 = normalize_e164(number, &self.default_country_code)
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid number: {e}")))?;
+        Ok(self.vault.blind_index(&e164))
+    }
+
+    /// A campaign's attempts by UTC hour and outcome.
+    pub async fn hours(&self, id: CampaignId) -> Result<Vec<HourStats>, ApiError> {
+        self.store.get_campaign(id).await?;
+        let mut out: Vec<HourStats> = Vec::new();
+        for h in self.store.attempts_by_hour(id).await? {
+            let hour = h.hour.to_string();
+            if out.last().is_none_or(|l| l.hour != hour) {
+                out.push(HourStats {
+                    hour,
+                    outcomes: Default::default(),
+                });
+            }
+            if let Some(last) = out.last_mut() {
+                last.outcomes.insert(h.outcome, h.attempts);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn erase_number(&self, number: &str) -> Result<EraseReport, ApiError> {
         let e164 = normalize_e164(number, &self.default_country_code)
             .map_err(|e| ApiError::InvalidRequest(format!("invalid number: {e}")))?;

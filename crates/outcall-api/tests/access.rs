@@ -687,3 +687,121 @@ async fn openapi_document_and_docs_are_public_and_offline() {
         "served offline"
     );
 }
+
+#[tokio::test]
+async fn cdrs_filter_across_campaigns_and_export_as_csv() {
+    let n = node().await;
+    let admin = n.key(Role::Admin).await;
+    let auditor = n.key(Role::Auditor).await;
+    let agent = n.key(Role::Agent).await;
+    let mut campaigns = Vec::new();
+    for name in ["a", "b"] {
+        let (_, c, _) = n
+            .call(
+                Method::POST,
+                "/v1/campaigns",
+                Some(&admin),
+                Some(json!({ "name": name, "trunks": ["t"] })),
+            )
+            .await;
+        let id = c["id"].as_i64().unwrap();
+        n.call(
+            Method::POST,
+            &format!("/v1/campaigns/{id}/contacts"),
+            Some(&admin),
+            Some(json!([{ "number": "13812345678" }, { "number": "13900000001" }])),
+        )
+        .await;
+        campaigns.push(id);
+    }
+    // One attempt per contact, closed as busy (the first number) or no_answer.
+    let now = jiff::Timestamp::now();
+    for &c in &campaigns {
+        for contact in n.store.due_contacts(c, now, 10).await.unwrap() {
+            let start = n
+                .store
+                .begin_attempt(contact.id, "node-a", now)
+                .await
+                .unwrap()
+                .unwrap();
+            let outcome = if contact.masked.starts_with("+86138") {
+                outcall_domain::Outcome::Busy
+            } else {
+                outcall_domain::Outcome::NoAnswer
+            };
+            n.store
+                .finish_attempt(
+                    start.attempt_id,
+                    outcome,
+                    None,
+                    None,
+                    outcall_store::ContactNext::Done { outcome },
+                    now,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let get = |q: String, key: String| {
+        let n = &n;
+        async move {
+            n.call(Method::GET, &format!("/v1/cdrs?{q}"), Some(&key), None)
+                .await
+        }
+    };
+    let (s, v, _) = get(String::new(), auditor.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["cdrs"].as_array().unwrap().len(), 4);
+    let (_, v, _) = get("number=138-1234-5678".into(), auditor.clone()).await;
+    let rows = v["cdrs"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "one number, both campaigns: {v}");
+    assert!(rows.iter().all(|r| r["outcome"] == "busy"));
+    let (_, v, _) = get(
+        format!("campaign_id={}&outcome=no_answer", campaigns[1]),
+        auditor.clone(),
+    )
+    .await;
+    assert_eq!(v["cdrs"].as_array().unwrap().len(), 1);
+    let (_, v, _) = get("limit=3".into(), auditor.clone()).await;
+    let next = v["next_after"].as_i64().unwrap();
+    let (_, v, _) = get(format!("after={next}"), auditor.clone()).await;
+    assert_eq!(v["cdrs"].as_array().unwrap().len(), 1);
+    let (s, v, _) = get("outcome=exploded".into(), auditor.clone()).await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_request"))
+    );
+    let (s, _, _) = get(String::new(), agent.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // CSV: a header and one row per attempt, numbers never in clear; the export is audited.
+    let (s, csv, h) = get(
+        format!("campaign_id={}&format=csv", campaigns[0]),
+        auditor.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let csv = csv.as_str().unwrap().to_string();
+    let lines: Vec<_> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("attempt_id,campaign_id,contact_id,seq,node,number,started_at"));
+    assert!(!csv.contains("13812345678"));
+    let log = n.audit(&admin, "action=cdrs.export").await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["actor"], "key:2");
+    // Stats by hour.
+    let (_, st, _) = n
+        .call(
+            Method::GET,
+            &format!("/v1/campaigns/{}/stats?hours=true", campaigns[0]),
+            Some(&auditor),
+            None,
+        )
+        .await;
+    let hours = st["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 1, "{st}");
+    assert_eq!(hours[0]["outcomes"], json!({ "busy": 1, "no_answer": 1 }));
+}
