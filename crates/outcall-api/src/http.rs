@@ -897,9 +897,7 @@ async fn cdrs(
                     Ok(r) => r,
                     Err(e) => return Some((Err(ApiError::from(e)), None)),
                 };
-                let Some(last) = rows.last() else {
-                    return None;
-                };
+                let last = rows.last()?;
                 f.after = last.id;
                 let next = (rows.len() as u32 == f.limit).then_some(f);
                 Some((cdr_csv_rows(&rows).map(Bytes::from), next))
