@@ -431,13 +431,17 @@ pub struct WebhookDispatcher {
     store: Arc<dyn Store>,
     cfg: WebhookConfig,
     client: reqwest::Client,
+    /// Requests in flight.
+    busy: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A running dispatcher.
 pub struct DispatcherHandle {
     waker: WebhookWaker,
+    store: Arc<dyn Store>,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl DispatcherHandle {
@@ -446,13 +450,38 @@ impl DispatcherHandle {
         self.waker.clone()
     }
 
+    /// Waits (up to `within`) until no request is in flight and no pending delivery is due
+    /// before that time is up: what can go out soon has gone out. Deliveries waiting for a
+    /// later retry are not waited for.
+    pub async fn settle(&self, within: Duration) {
+        let deadline = add(Timestamp::now(), within);
+        let until = Instant::now() + within;
+        // Quiet twice in a row: a delivery just taken is counted as busy by then.
+        let mut quiet = 0;
+        while Instant::now() < until && quiet < 2 {
+            let idle = self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0
+                && match self.store.next_webhook_due().await {
+                    Ok(Some(due)) => due > deadline,
+                    Ok(None) => true,
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the webhook outbox");
+                        return;
+                    }
+                };
+            quiet = if idle { quiet + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Takes no new deliveries, lets requests in flight finish for up to `grace`, then stops.
     /// What is not delivered stays in the outbox for the next start.
-    pub async fn shutdown(self, grace: Duration) {
+    pub async fn shutdown(&self, grace: Duration) {
         let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            task.abort();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                task.abort();
+            }
         }
     }
 }
@@ -471,9 +500,21 @@ impl WebhookDispatcher {
             .connect_timeout(cfg.request_timeout)
             .build()?;
         let (stop, stop_rx) = watch::channel(false);
-        let d = Arc::new(WebhookDispatcher { store, cfg, client });
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let d = Arc::new(WebhookDispatcher {
+            store: store.clone(),
+            cfg,
+            client,
+            busy: busy.clone(),
+        });
         let task = tokio::spawn(d.run(waker.clone(), stop_rx));
-        Ok(DispatcherHandle { waker, stop, task })
+        Ok(DispatcherHandle {
+            waker,
+            store,
+            busy,
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        })
     }
 
     async fn run(self: Arc<Self>, waker: WebhookWaker, mut stop: watch::Receiver<bool>) {
@@ -495,7 +536,12 @@ impl WebhookDispatcher {
                 {
                     Ok(list) => {
                         for d in list {
-                            inflight.spawn(self.clone().deliver(d));
+                            self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let me = self.clone();
+                            inflight.spawn(async move {
+                                me.clone().deliver(d).await;
+                                me.busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            });
                         }
                     }
                     Err(e) => warn!(error = %e, "cannot read the webhook outbox"),

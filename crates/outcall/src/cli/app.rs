@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use outcall_api::access::{Access, AccessConfig};
 use outcall_api::auth::TokenSigner;
+use outcall_api::webhook::{DispatcherHandle, WebhookConfig, WebhookDispatcher, WebhookSink};
 use outcall_api::CampaignService;
 use outcall_domain::classify::ClassificationConfig;
 use outcall_domain::Classifier;
@@ -70,6 +71,23 @@ pub struct AppConfig {
     /// Serve the API over HTTPS with these PEM files.
     #[serde(default)]
     pub tls: Option<outcall_api::tls::TlsConfig>,
+    /// File with the status webhook signing secret; `OUTCALL_WEBHOOK_SECRET` overrides it.
+    /// Created under `<data_dir>/keys/webhook.key` when not set.
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Tries of a status webhook event before it is given up (`failed`).
+    #[serde(default = "default_webhook_max_tries")]
+    pub webhook_max_tries: u32,
+    /// Longest wait between two tries of a status webhook (waits double from 1 s).
+    #[serde(default = "default_webhook_max_backoff")]
+    pub webhook_max_backoff_secs: u64,
+}
+
+fn default_webhook_max_tries() -> u32 {
+    15
+}
+fn default_webhook_max_backoff() -> u64 {
+    3600
 }
 
 fn default_token_ttl() -> u64 {
@@ -134,6 +152,9 @@ pub struct App {
     pub scheduler: SchedulerHandle,
     pub ua: SipUserAgent,
     pub grace: Duration,
+    /// Status webhooks: the scheduler's events into the outbox, and its delivery.
+    webhook_sink: Arc<WebhookSink>,
+    webhooks: DispatcherHandle,
 }
 
 impl App {
@@ -185,12 +206,24 @@ impl App {
             .await
             .context("cannot start the SIP user agent")?;
         let clock = Clock::system();
+        let mut webhook_cfg = WebhookConfig::new(
+            outcall_api::webhook::load_or_create_secret(
+                cfg.webhook_secret_file.as_deref(),
+                &cfg.data_dir.join("keys/webhook.key"),
+            )
+            .context("cannot load the webhook secret")?,
+        );
+        webhook_cfg.max_tries = cfg.webhook_max_tries.max(1);
+        webhook_cfg.max_backoff = Duration::from_secs(cfg.webhook_max_backoff_secs.max(1));
+        let webhooks = WebhookDispatcher::start(store.clone(), webhook_cfg, Default::default())
+            .context("cannot start the webhook dispatcher")?;
+        let webhook_sink = WebhookSink::start(store.clone(), webhooks.waker());
         let deps = SchedulerDeps {
             store: store.clone(),
             engine: Arc::new(ua.clone()),
             vault: vault.clone(),
             clock,
-            events: None,
+            events: Some(webhook_sink.clone()),
         };
         let sched_cfg = SchedulerConfig {
             node: cfg.ua.node.clone(),
@@ -210,7 +243,7 @@ impl App {
             attributor: Arc::new(outcall_pool::number::Attributor::chain(sources)),
             jobs: Default::default(),
             dedup_false_positive_rate: cfg.dedup_false_positive_rate,
-            webhooks: None,
+            webhooks: Some(webhooks.waker()),
         });
         let access = Arc::new(build_access(cfg, service.store.clone())?);
         bootstrap_admin(cfg, &access).await?;
@@ -222,6 +255,8 @@ impl App {
             scheduler,
             ua,
             grace: Duration::from_secs(cfg.shutdown_grace_secs),
+            webhook_sink,
+            webhooks,
         })
     }
 
@@ -229,6 +264,13 @@ impl App {
     pub async fn shutdown(&self) {
         self.purge.abort();
         self.scheduler.shutdown(self.grace).await;
+        // The last attempts' events: into the outbox, and out if the receiver takes them soon
+        // (the rest goes out after the next start).
+        self.webhook_sink.flush().await;
+        self.webhooks
+            .settle(self.grace.min(Duration::from_secs(10)))
+            .await;
+        self.webhooks.shutdown(Duration::from_secs(1)).await;
         self.ua.shutdown();
     }
 }
