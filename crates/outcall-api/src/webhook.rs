@@ -761,6 +761,20 @@ mod tests {
     }
 
     #[test]
+    fn the_signature_matches_python_and_openssl() {
+        // hmac.new(b"whsec-test-0123456789", b'1700000000.{"event":"completed"}',
+        //          hashlib.sha256).hexdigest(), and the README's openssl line.
+        assert_eq!(
+            sign(
+                b"whsec-test-0123456789",
+                1_700_000_000,
+                br#"{"event":"completed"}"#
+            ),
+            "t=1700000000,v1=d415b913e551537bd72c6b6b8dc818b1c792a520e8e436e05966ca855315bce0"
+        );
+    }
+
+    #[test]
     fn signatures_round_trip_and_refuse_tampering_and_replays() {
         let secret = b"whsec-test-0123456789";
         let body = br#"{"event":"completed"}"#;
