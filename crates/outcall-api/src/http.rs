@@ -196,6 +196,8 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(stats))
         .routes(routes!(attempts))
         .routes(routes!(cdrs))
+        .routes(routes!(create_call))
+        .routes(routes!(get_call))
         .routes(routes!(import_job))
         .routes(routes!(upsert_trunk, list_trunks))
         .routes(routes!(add_blacklist, list_blacklist))
@@ -988,6 +990,57 @@ async fn import_job(State(s): Svc, Path(raw): Path<String>) -> Result<Response, 
         .parse::<u64>()
         .map_err(|_| ApiError::InvalidRequest(format!("`{raw}` is not an import id")))?;
     Ok(Json(s.import_job(id)?).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single calls
+
+/// Place one call now (a campaign of one contact, no retries). Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/calls", tag = "calls",
+    security(("bearer" = ["calls:create"])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe creation")),
+    request_body = crate::calls::NewCall,
+    responses((status = 201, body = crate::calls::CallView)))]
+async fn create_call(
+    State(st): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    idempotent(
+        &st.access,
+        &caller,
+        &headers,
+        "POST /v1/calls",
+        &b,
+        || async {
+            let c: crate::calls::NewCall = json(&b)?;
+            let call = st.svc.create_call(c).await?;
+            st.access
+                .audit(
+                    &caller,
+                    "call.create",
+                    Some(format!("call:{}", call.id)),
+                    serde_json::json!({ "to": call.to, "trunk": call.trunk }),
+                )
+                .await?;
+            Ok((StatusCode::CREATED, to_value(&call)?))
+        },
+    )
+    .await
+}
+
+/// A single call: status, outcome and CDR once completed.
+#[utoipa::path(get, path = "/v1/calls/{id}", tag = "calls",
+    security(("bearer" = ["calls:read"])),
+    params(("id" = i64, Path, description = "call id")),
+    responses((status = 200, body = crate::calls::CallView)))]
+async fn get_call(
+    State(s): Svc,
+    Path(raw): Path<String>,
+) -> Result<Json<crate::calls::CallView>, ApiError> {
+    Ok(Json(s.get_call(id(&raw)?).await?))
 }
 
 // ---------------------------------------------------------------------------------------------

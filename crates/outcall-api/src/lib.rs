@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod calls;
 pub mod error;
 pub mod http;
 pub mod service;

@@ -446,3 +446,68 @@ fn sigterm_drains_calls_in_flight_and_leaves_no_open_attempt() {
         "every attempt has its outcome"
     );
 }
+
+/// `POST /v1/calls` places one call at once through the carrier; a repeat with the same
+/// Idempotency-Key is the same call, not a second INVITE.
+#[test]
+fn single_calls_through_the_api_reach_the_carrier_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sipp = carrier(dir.path());
+    let cfg = config(dir.path(), sipp.port);
+    let api = free_port();
+    let _node = serve(&dir.path().join("data"), Some(&cfg), api);
+    let url = format!("http://127.0.0.1:{api}/v1/calls");
+    let post = |body: &str, key: Option<&str>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", "POST", &url])
+            .args(["-H", &format!("authorization: Bearer {}", token(&url))])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                body,
+            ]);
+        if let Some(k) = key {
+            cmd.args(["-H", &format!("idempotency-key: {k}")]);
+        }
+        let out = cmd.output().unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = post(
+        r#"{"to": "13800000001", "trunk": "sipp", "max_duration_secs": 1}"#,
+        Some("order-42"),
+    );
+    assert!(
+        first["status"] == "queued" || first["status"] == "in_progress",
+        "{first}"
+    );
+    assert_eq!(first["to"], "+86138****0001");
+    let again = post(
+        r#"{"to": "13800000001", "trunk": "sipp", "max_duration_secs": 1}"#,
+        Some("order-42"),
+    );
+    assert_eq!(again["id"], first["id"], "same key, same call");
+    let busy = post(r#"{"to": "13800000006"}"#, None);
+    let bad = post(r#"{"to": "12"}"#, None);
+    assert_eq!(bad["error"]["code"], "invalid_request", "{bad}");
+    let wait = |id: &Value| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = curl("GET", &format!("{url}/{id}"), None);
+            if c["status"] == "completed" {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "not completed: {c}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let answered = wait(&first["id"]);
+    assert_eq!(answered["outcome"], "answered_human", "{answered}");
+    assert_eq!(answered["cdr"]["sip_status"], 200);
+    let busy = wait(&busy["id"]);
+    assert_eq!(busy["outcome"], "busy", "{busy}");
+    assert_eq!(busy["trunk"], "sipp", "the first trunk by default");
+    // No retry for a single call, and no second INVITE for the repeated request.
+    sipp.stop();
+    assert_eq!(invites_seen(dir.path()).len(), 2);
+}
