@@ -1,6 +1,8 @@
-//! `outcall campaign run`: one campaign from a file to its end, on embedded defaults.
+//! `outcall campaign run`: one campaign from a file to its end, on embedded defaults; the
+//! other verbs manage campaigns on a server through its API (`super::client`).
 
 use super::app::{terminated, App, AppConfig};
+use super::client;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,6 +17,22 @@ use std::time::{Duration, Instant};
 pub enum CampaignCommand {
     /// Create a campaign from a TOML file, import its contacts, run it to completion, report.
     Run(RunArgs),
+    /// Create a campaign (draft) on a server from a JSON or TOML spec.
+    Create(client::CreateArgs),
+    /// List a server's campaigns.
+    List(client::ListArgs),
+    /// Show one campaign as JSON.
+    Get(client::IdArgs),
+    /// Start a draft campaign.
+    Start(client::IdArgs),
+    /// Pause a running campaign (calls in progress finish).
+    Pause(client::IdArgs),
+    /// Resume a paused campaign.
+    Resume(client::IdArgs),
+    /// Cancel a campaign: nothing more is dialed.
+    Cancel(client::IdArgs),
+    /// A campaign's status, contacts by state, outcomes, active calls and CPS.
+    Stats(client::IdArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +69,14 @@ struct CampaignFile {
 pub async fn run(cmd: CampaignCommand) -> Result<ExitCode> {
     match cmd {
         CampaignCommand::Run(a) => run_campaign(a).await,
+        CampaignCommand::Create(a) => client::create(a).await,
+        CampaignCommand::List(a) => client::list(a).await,
+        CampaignCommand::Get(a) => client::get(a).await,
+        CampaignCommand::Start(a) => client::act(a, client::Action::Start).await,
+        CampaignCommand::Pause(a) => client::act(a, client::Action::Pause).await,
+        CampaignCommand::Resume(a) => client::act(a, client::Action::Resume).await,
+        CampaignCommand::Cancel(a) => client::act(a, client::Action::Cancel).await,
+        CampaignCommand::Stats(a) => client::stats(a).await,
     }
 }
 

@@ -6,6 +6,7 @@ mod bench_import;
 mod bench_scheduler;
 mod call;
 mod campaign;
+mod client;
 pub mod proc_stats;
 mod serve;
 
@@ -47,9 +48,19 @@ pub enum Command {
     Call(call::CallArgs),
     /// Run everything in one process: HTTP API, scheduler, SIP dialer, on embedded SQLite.
     Serve(serve::ServeArgs),
-    /// Campaigns on embedded defaults.
+    /// Campaigns: `run` one on embedded defaults, or manage them on a server through its API.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
+    /// Log in to a server's API and save the session (`$OUTCALL_SESSION` or
+    /// `~/.config/outcall/session.json`).
+    Login(client::LoginArgs),
+    /// Delete the saved session.
+    Logout,
+    /// Stream a contacts file (CSV, JSON Lines, JSON) into a campaign on a server.
+    Import(client::ImportArgs),
+    /// Call detail records on a server.
+    #[command(subcommand)]
+    Cdr(client::CdrCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -80,6 +91,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => serve::run(a).await,
         Command::Campaign(c) => campaign::run(c).await,
         Command::Bench(b) => bench::run(b).await,
+        Command::Login(a) => client::login(a).await,
+        Command::Logout => client::logout().await,
+        Command::Import(a) => client::import(a).await,
+        Command::Cdr(c) => client::cdr(c).await,
     }
 }
 
