@@ -209,6 +209,8 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(revoke_api_key))
         .routes(routes!(list_audit))
+        .routes(routes!(webhook_deliveries))
+        .routes(routes!(retry_webhook_delivery))
 }
 
 /// The OpenAPI document of the API.
@@ -1409,6 +1411,47 @@ async fn list_audit(
         entries,
         next_after,
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+
+/// Status webhook deliveries: status, tries, last error and HTTP status; by cursor.
+#[utoipa::path(get, path = "/v1/webhooks/deliveries", tag = "webhooks",
+    security(("bearer" = ["webhooks:read"])),
+    params(
+        ("status" = Option<String>, Query, description = "pending, delivered or failed"),
+        ("campaign_id" = Option<i64>, Query),
+        ("after" = Option<i64>, Query, description = "cursor: the previous page's next_after"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, body = Object)))]
+async fn webhook_deliveries(
+    s: Svc,
+    q: Result<Query<crate::webhook::DeliveriesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    crate::webhook::list_deliveries(s, q).await
+}
+
+/// Send a failed delivery again (back to pending, due now).
+#[utoipa::path(post, path = "/v1/webhooks/deliveries/{id}/retry", tag = "webhooks",
+    security(("bearer" = ["webhooks:write"])),
+    params(("id" = i64, Path, description = "delivery id")),
+    responses((status = 200, body = Object)))]
+async fn retry_webhook_delivery(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let res = crate::webhook::retry_delivery(State(st.svc.clone()), Path(raw.clone())).await?;
+    st.access
+        .audit(
+            &caller,
+            "webhook.retry",
+            Some(format!("delivery:{raw}")),
+            serde_json::json!({}),
+        )
+        .await?;
+    Ok(res)
 }
 
 // ---------------------------------------------------------------------------------------------
