@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit tests, the SIPp integration tests and a short fuzz run.
-# Installs what it needs (sip-tester, cargo-nextest, cargo-fuzz).
+# Installs what it needs (sip-tester, openssl, cargo-nextest, cargo-fuzz, schemathesis), and runs
+# Schemathesis against a running server's OpenAPI document.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-need_debs sipp:sip-tester curl:curl
+need_debs sipp:sip-tester curl:curl openssl:openssl
 need_nextest
 
 log "format"
@@ -16,6 +17,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 if [ "${OUTCALL_SKIP_FUZZ:-0}" != "1" ]; then
   log "fuzz: parse_untrusted for ${OUTCALL_FUZZ_SECONDS:-45} s"
   bash scripts/fuzz.sh "${OUTCALL_FUZZ_SECONDS:-45}"
+fi
+
+if [ "${OUTCALL_SKIP_SCHEMATHESIS:-0}" != "1" ]; then
+  log "api contract: schemathesis for ${OUTCALL_SCHEMATHESIS_SECONDS:-60} s"
+  bash scripts/schemathesis.sh "${OUTCALL_SCHEMATHESIS_SECONDS:-60}"
 fi
 
 log "tests (unit and SIPp integration)"
