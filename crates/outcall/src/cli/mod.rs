@@ -73,6 +73,11 @@ pub fn init_logging(args: &LogArgs) {
     if !spec.contains("rsipstack") {
         spec.push_str(",rsipstack=warn");
     }
+    // The TLS verifier logs a rejected certificate at error level; the HTTP client's error
+    // (printed by the client commands, recorded by webhook deliveries) carries the same reason.
+    if !spec.contains("rustls_platform_verifier") {
+        spec.push_str(",rustls_platform_verifier=off");
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let b = tracing_subscriber::fmt()
