@@ -601,18 +601,4 @@ pub fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Vec<u8>>
     }
 }
 
-/// Writes a file only its owner can read.
-pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
-}
+pub use outcall_pool::vault::write_private;

@@ -563,57 +563,52 @@ async fn lifecycle(
     Ok(Json(c).into_response())
 }
 
-/// Start a draft campaign.
-#[utoipa::path(post, path = "/v1/campaigns/{id}/start", tag = "campaigns",
-    security(("bearer" = ["campaigns:write"])),
-    params(("id" = i64, Path, description = "campaign id")),
-    responses((status = 200, body = Object)))]
-async fn start_campaign(
-    State(st): State<ApiState>,
-    caller: Caller,
-    Path(raw): Path<String>,
-) -> Result<Response, ApiError> {
-    lifecycle(st, caller, raw, LifecycleAction::Start, "start").await
+/// One lifecycle route: `POST /v1/campaigns/{id}/<name>`.
+macro_rules! lifecycle_route {
+    ($handler:ident, $path:literal, $action:ident, $name:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, tag = "campaigns",
+                            security(("bearer" = ["campaigns:write"])),
+                            params(("id" = i64, Path, description = "campaign id")),
+                            responses((status = 200, body = Object)))]
+        async fn $handler(
+            State(st): State<ApiState>,
+            caller: Caller,
+            Path(raw): Path<String>,
+        ) -> Result<Response, ApiError> {
+            lifecycle(st, caller, raw, LifecycleAction::$action, $name).await
+        }
+    };
 }
 
-/// Pause a running campaign (calls in progress finish).
-#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", tag = "campaigns",
-    security(("bearer" = ["campaigns:write"])),
-    params(("id" = i64, Path, description = "campaign id")),
-    responses((status = 200, body = Object)))]
-async fn pause_campaign(
-    State(st): State<ApiState>,
-    caller: Caller,
-    Path(raw): Path<String>,
-) -> Result<Response, ApiError> {
-    lifecycle(st, caller, raw, LifecycleAction::Pause, "pause").await
-}
-
-/// Resume a paused campaign.
-#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", tag = "campaigns",
-    security(("bearer" = ["campaigns:write"])),
-    params(("id" = i64, Path, description = "campaign id")),
-    responses((status = 200, body = Object)))]
-async fn resume_campaign(
-    State(st): State<ApiState>,
-    caller: Caller,
-    Path(raw): Path<String>,
-) -> Result<Response, ApiError> {
-    lifecycle(st, caller, raw, LifecycleAction::Resume, "resume").await
-}
-
-/// Cancel a campaign: nothing more is dialed.
-#[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", tag = "campaigns",
-    security(("bearer" = ["campaigns:write"])),
-    params(("id" = i64, Path, description = "campaign id")),
-    responses((status = 200, body = Object)))]
-async fn cancel_campaign(
-    State(st): State<ApiState>,
-    caller: Caller,
-    Path(raw): Path<String>,
-) -> Result<Response, ApiError> {
-    lifecycle(st, caller, raw, LifecycleAction::Cancel, "cancel").await
-}
+lifecycle_route!(
+    start_campaign,
+    "/v1/campaigns/{id}/start",
+    Start,
+    "start",
+    "Start a draft campaign."
+);
+lifecycle_route!(
+    pause_campaign,
+    "/v1/campaigns/{id}/pause",
+    Pause,
+    "pause",
+    "Pause a running campaign (calls in progress finish)."
+);
+lifecycle_route!(
+    resume_campaign,
+    "/v1/campaigns/{id}/resume",
+    Resume,
+    "resume",
+    "Resume a paused campaign."
+);
+lifecycle_route!(
+    cancel_campaign,
+    "/v1/campaigns/{id}/cancel",
+    Cancel,
+    "cancel",
+    "Cancel a campaign: nothing more is dialed."
+);
 
 #[derive(Deserialize, IntoParams)]
 struct ContactsQuery {

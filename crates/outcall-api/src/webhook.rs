@@ -260,29 +260,13 @@ pub fn load_or_create_secret(
             if let Some(dir) = default_path.parent() {
                 std::fs::create_dir_all(dir).map_err(io(dir))?;
             }
-            write_private(default_path, &format!("{secret}\n")).map_err(io(default_path))?;
+            outcall_pool::vault::write_private(default_path, &format!("{secret}\n"))
+                .map_err(io(default_path))?;
             info!(path = %default_path.display(), "created a webhook signing secret");
             Ok(secret.into_bytes())
         }
         Err(e) => Err(io(default_path)(e)),
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &FsPath, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &FsPath, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -215,8 +215,10 @@ fn redact(s: &str) -> String {
     s.chars().take(12).collect::<String>() + "…"
 }
 
+/// Creates a file only its owner can read (mode 0600 on Unix) holding `text`; fails if it
+/// exists. Used for every secret Outcall writes (keys, generated passwords, sessions).
 #[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -227,8 +229,9 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
+/// See the Unix version.
 #[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
