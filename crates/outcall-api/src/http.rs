@@ -198,6 +198,8 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(cdrs))
         .routes(routes!(create_call))
         .routes(routes!(get_call))
+        .routes(routes!(list_recordings))
+        .routes(routes!(download_recording))
         .routes(routes!(import_job))
         .routes(routes!(upsert_trunk, list_trunks))
         .routes(routes!(add_blacklist, list_blacklist))
@@ -568,9 +570,9 @@ macro_rules! lifecycle_route {
     ($handler:ident, $path:literal, $action:ident, $name:literal, $doc:literal) => {
         #[doc = $doc]
         #[utoipa::path(post, path = $path, tag = "campaigns",
-                            security(("bearer" = ["campaigns:write"])),
-                            params(("id" = i64, Path, description = "campaign id")),
-                            responses((status = 200, body = Object)))]
+                                    security(("bearer" = ["campaigns:write"])),
+                                    params(("id" = i64, Path, description = "campaign id")),
+                                    responses((status = 200, body = Object)))]
         async fn $handler(
             State(st): State<ApiState>,
             caller: Caller,
@@ -1038,6 +1040,156 @@ async fn get_call(
     Path(raw): Path<String>,
 ) -> Result<Json<crate::calls::CallView>, ApiError> {
     Ok(Json(s.get_call(id(&raw)?).await?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recordings
+
+#[derive(Deserialize, IntoParams)]
+struct RecordingsQuery {
+    campaign_id: Option<i64>,
+    /// Cursor: the `next_after` of the previous page (an attempt id).
+    after: Option<i64>,
+    /// Attempts scanned per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// One recording's metadata.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RecordingView {
+    attempt_id: i64,
+    campaign_id: i64,
+    started_at: String,
+    outcome: Option<String>,
+    /// Answered time of the call (ms).
+    billsec_ms: u64,
+    /// Size of the WAV file; absent if the file is gone.
+    bytes: Option<u64>,
+}
+
+/// Recordings metadata (which attempts were recorded, how long, how big), by cursor.
+#[utoipa::path(get, path = "/v1/recordings", tag = "recordings",
+    security(("bearer" = ["recordings:metadata"])),
+    params(RecordingsQuery),
+    responses((status = 200, body = Object)))]
+async fn list_recordings(
+    State(s): Svc,
+    q: Result<Query<RecordingsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = s
+        .store
+        .query_attempts(&outcall_store::AttemptQuery {
+            campaign_id: q.campaign_id,
+            after: q.after.unwrap_or(0),
+            limit,
+            ..Default::default()
+        })
+        .await?;
+    let next = if rows.len() as u32 == limit {
+        rows.last().map(|a| a.id)
+    } else {
+        None
+    };
+    let recordings: Vec<RecordingView> = rows
+        .iter()
+        .filter_map(|a| {
+            let cdr = a.cdr.as_ref()?;
+            let path = cdr.recording.as_ref()?;
+            Some(RecordingView {
+                attempt_id: a.id,
+                campaign_id: a.campaign_id,
+                started_at: a.started_at.to_string(),
+                outcome: a.outcome.map(|o| o.as_str().to_string()),
+                billsec_ms: cdr.billsec,
+                bytes: std::fs::metadata(path).ok().map(|m| m.len()),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "recordings": recordings, "next_after": next })).into_response())
+}
+
+/// Download an attempt's recording (WAV, both directions). Audited.
+#[utoipa::path(get, path = "/v1/recordings/{attempt_id}", tag = "recordings",
+    security(("bearer" = ["recordings:download"])),
+    params(("attempt_id" = i64, Path, description = "attempt id")),
+    responses((status = 200, content((String = "audio/wav")))))]
+async fn download_recording(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = id(&raw)?;
+    let attempt = st
+        .svc
+        .store
+        .query_attempts(&outcall_store::AttemptQuery {
+            after: id - 1,
+            limit: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("attempt {id} not found")))?;
+    let path = attempt
+        .cdr
+        .as_ref()
+        .and_then(|c| c.recording.clone())
+        .ok_or_else(|| ApiError::NotFound(format!("attempt {id} has no recording")))?;
+    // Only the file the scheduler names `<recordings>/<campaign>/<attempt>.wav`.
+    let p = std::path::Path::new(&path);
+    let expected_name = format!("{id}.wav");
+    let campaign_dir = attempt.campaign_id.to_string();
+    if p.file_name().and_then(|n| n.to_str()) != Some(expected_name.as_str())
+        || p.parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            != Some(campaign_dir.as_str())
+    {
+        return Err(ApiError::Internal(format!(
+            "attempt {id}: unexpected recording path"
+        )));
+    }
+    let file = match tokio::fs::File::open(p).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::NotFound(format!(
+                "the recording of attempt {id} is gone (erased or deleted)"
+            )))
+        }
+        Err(e) => {
+            return Err(ApiError::Internal(format!(
+                "recording of attempt {id}: {e}"
+            )))
+        }
+    };
+    let size = file.metadata().await.map(|m| m.len()).ok();
+    st.access
+        .audit(
+            &caller,
+            "recording.download",
+            Some(format!("attempt:{id}")),
+            serde_json::json!({ "campaign_id": attempt.campaign_id, "bytes": size }),
+        )
+        .await?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut res = (
+        [
+            (header::CONTENT_TYPE, "audio/wav".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"attempt-{id}.wav\""),
+            ),
+        ],
+        body,
+    )
+        .into_response();
+    if let Some(n) = size.and_then(|n| HeaderValue::from_str(&n.to_string()).ok()) {
+        res.headers_mut().insert(header::CONTENT_LENGTH, n);
+    }
+    Ok(res)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -805,3 +805,130 @@ async fn cdrs_filter_across_campaigns_and_export_as_csv() {
     assert_eq!(hours.len(), 1, "{st}");
     assert_eq!(hours[0]["outcomes"], json!({ "busy": 1, "no_answer": 1 }));
 }
+
+#[tokio::test]
+async fn recordings_metadata_for_auditors_downloads_for_operators_audited() {
+    let n = node().await;
+    let admin = n.key(Role::Admin).await;
+    let operator = n.key(Role::Operator).await;
+    let auditor = n.key(Role::Auditor).await;
+    let (_, c, _) = n
+        .call(
+            Method::POST,
+            "/v1/campaigns",
+            Some(&admin),
+            Some(json!({ "name": "rec", "trunks": ["t"], "record": true })),
+        )
+        .await;
+    let cid = c["id"].as_i64().unwrap();
+    n.call(
+        Method::POST,
+        &format!("/v1/campaigns/{cid}/contacts"),
+        Some(&admin),
+        Some(json!([{ "number": "13812345678" }, { "number": "13812345679" }])),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let now = jiff::Timestamp::now();
+    let mut recorded = 0;
+    for (i, contact) in n
+        .store
+        .due_contacts(cid, now, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+    {
+        let start = n
+            .store
+            .begin_attempt(contact.id, "node-a", now)
+            .await
+            .unwrap()
+            .unwrap();
+        // The first attempt was recorded; the second was not answered.
+        let recording = (i == 0).then(|| {
+            let d = dir.path().join(format!("recordings/{cid}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let p = d.join(format!("{}.wav", start.attempt_id));
+            std::fs::write(&p, b"RIFF....WAVEfmt fake audio").unwrap();
+            recorded = start.attempt_id;
+            p.display().to_string()
+        });
+        let cdr: outcall_domain::Cdr = serde_json::from_value(json!({
+            "attempt_id": "a", "trace_id": "t", "call_id": "c", "trunk": "t", "node": "node-a",
+            "caller_id": "1", "callee": contact.masked, "final_state": "completed",
+            "outcome": "answered_human", "sip_status": 200, "q850_cause": null,
+            "queued_at_ms": null, "invite_at_ms": null, "ring_at_ms": null,
+            "early_media_at_ms": null, "answer_at_ms": null, "end_at_ms": null, "setup_ms": null,
+            "duration_ms": 5000, "billsec": 4, "hangup_by": null, "early_media": false,
+            "dtmf": "", "recording": recording, "rtp_packets_sent": 0,
+            "rtp_packets_received": 0, "rtp_packets_lost": 0
+        }))
+        .unwrap();
+        n.store
+            .finish_attempt(
+                start.attempt_id,
+                outcall_domain::Outcome::AnsweredHuman,
+                None,
+                Some(&cdr),
+                outcall_store::ContactNext::Done {
+                    outcome: outcall_domain::Outcome::AnsweredHuman,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let (s, v, _) = n
+        .call(
+            Method::GET,
+            &format!("/v1/recordings?campaign_id={cid}"),
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let list = v["recordings"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "only the recorded attempt: {v}");
+    assert_eq!(list[0]["attempt_id"], recorded);
+    assert_eq!(list[0]["bytes"], 26);
+    let uri = format!("/v1/recordings/{recorded}");
+    let (s, _, _) = n.call(Method::GET, &uri, Some(&auditor), None).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "auditors read metadata, not audio"
+    );
+    let res = n
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri(&uri)
+                .header(header::AUTHORIZATION, format!("Bearer {operator}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "audio/wav");
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&bytes[..], b"RIFF....WAVEfmt fake audio");
+    let (s, v, _) = n
+        .call(
+            Method::GET,
+            &format!("/v1/recordings/{}", recorded + 1),
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("not_found"))
+    );
+    let log = n.audit(&admin, "action=recording.download").await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["actor"], "key:2");
+    assert_eq!(log[0]["target"], format!("attempt:{recorded}"));
+}
