@@ -62,6 +62,7 @@ impl Role {
                 p,
                 P::Session
                     | P::CampaignsRead
+                    | P::ContactsRead
                     | P::CdrsRead
                     | P::CdrsExport
                     | P::CallsRead
@@ -107,6 +108,8 @@ permissions! {
     CampaignsWrite = "campaigns:write",
     /// Add and import contacts.
     ContactsWrite = "contacts:write",
+    /// List a campaign's contacts (numbers masked).
+    ContactsRead = "contacts:read",
     ImportsRead = "imports:read",
     CdrsRead = "cdrs:read",
     CdrsExport = "cdrs:export",

@@ -192,7 +192,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(pause_campaign))
         .routes(routes!(resume_campaign))
         .routes(routes!(cancel_campaign))
-        .routes(routes!(add_contacts))
+        .routes(routes!(add_contacts, list_contacts))
         .routes(routes!(stats))
         .routes(routes!(attempts))
         .routes(routes!(cdrs))
@@ -570,9 +570,9 @@ macro_rules! lifecycle_route {
     ($handler:ident, $path:literal, $action:ident, $name:literal, $doc:literal) => {
         #[doc = $doc]
         #[utoipa::path(post, path = $path, tag = "campaigns",
-                                    security(("bearer" = ["campaigns:write"])),
-                                    params(("id" = i64, Path, description = "campaign id")),
-                                    responses((status = 200, body = Object)))]
+                                            security(("bearer" = ["campaigns:write"])),
+                                            params(("id" = i64, Path, description = "campaign id")),
+                                            responses((status = 200, body = Object)))]
         async fn $handler(
             State(st): State<ApiState>,
             caller: Caller,
@@ -702,6 +702,73 @@ struct StatsQuery {
     /// Add `hours`: attempts by UTC hour and outcome.
     #[serde(default)]
     hours: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+struct ContactsPage {
+    /// `pending`, `dialing` or `done`.
+    state: Option<String>,
+    /// Cursor: the `next_after` of the previous page.
+    after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// A campaign's contacts by cursor: masked number, state, attempts, outcomes, attribution.
+#[utoipa::path(get, path = "/v1/campaigns/{id}/contacts", tag = "contacts",
+    security(("bearer" = ["contacts:read"])),
+    params(("id" = i64, Path, description = "campaign id"), ContactsPage),
+    responses((status = 200, body = Object)))]
+async fn list_contacts(
+    State(s): Svc,
+    Path(raw): Path<String>,
+    q: Result<Query<ContactsPage>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let id = id(&raw)?;
+    s.get_campaign(id).await?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some("pending") => Some(outcall_domain::campaign::ContactState::Pending),
+        Some("dialing") => Some(outcall_domain::campaign::ContactState::Dialing),
+        Some("done") => Some(outcall_domain::campaign::ContactState::Done),
+        Some(other) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "state `{other}`: use pending, dialing or done"
+            )))
+        }
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = s
+        .store
+        .list_contacts(id, state, q.after.unwrap_or(0), limit)
+        .await?;
+    let next = if rows.len() as u32 == limit {
+        rows.last().map(|c| c.id)
+    } else {
+        None
+    };
+    let contacts: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "number": c.masked,
+                "state": c.state.as_str(),
+                "priority": c.priority,
+                "attempts": c.attempts,
+                "last_outcome": c.last_outcome.map(|o| o.as_str()),
+                "final_outcome": c.final_outcome.map(|o| o.as_str()),
+                "due_at": c.due_at.to_string(),
+                "time_zone": c.time_zone,
+                "province": c.region.province,
+                "city": c.region.city,
+                "carrier": c.region.carrier,
+                "variables": c.variables,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "contacts": contacts, "next_after": next })).into_response())
 }
 
 /// Counts by state, outcome and province; live concurrency and CPS; optionally by hour.

@@ -932,3 +932,62 @@ async fn recordings_metadata_for_auditors_downloads_for_operators_audited() {
     assert_eq!(log[0]["actor"], "key:2");
     assert_eq!(log[0]["target"], format!("attempt:{recorded}"));
 }
+
+#[tokio::test]
+async fn contacts_list_masked_by_cursor_and_state() {
+    let n = node().await;
+    let op = n.key(Role::Operator).await;
+    let auditor = n.key(Role::Auditor).await;
+    let (_, c, _) = n
+        .call(
+            Method::POST,
+            "/v1/campaigns",
+            Some(&op),
+            Some(json!({ "name": "list", "trunks": ["t"] })),
+        )
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    let rows: Vec<Value> = (0..5)
+        .map(|i| json!({ "number": format!("1381234567{i}"), "variables": { "name": format!("c{i}") } }))
+        .collect();
+    n.call(
+        Method::POST,
+        &format!("/v1/campaigns/{id}/contacts"),
+        Some(&op),
+        Some(Value::Array(rows)),
+    )
+    .await;
+    let first = n.store.list_contacts(id, None, 0, 1).await.unwrap()[0].id;
+    n.store
+        .begin_attempt(first, "node-a", jiff::Timestamp::now())
+        .await
+        .unwrap();
+    let uri = |q: &str| format!("/v1/campaigns/{id}/contacts?{q}");
+    let (s, v, _) = n
+        .call(Method::GET, &uri("limit=3"), Some(&auditor), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let page = v["contacts"].as_array().unwrap();
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0]["number"], "+86138****5670");
+    assert_eq!(page[0]["state"], "dialing");
+    assert_eq!(page[1]["variables"]["name"], "c1");
+    assert!(!v.to_string().contains("13812345670"));
+    let (_, v, _) = n
+        .call(
+            Method::GET,
+            &uri(&format!("after={}", v["next_after"])),
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(v["contacts"].as_array().unwrap().len(), 2);
+    let (_, v, _) = n
+        .call(Method::GET, &uri("state=pending"), Some(&auditor), None)
+        .await;
+    assert_eq!(v["contacts"].as_array().unwrap().len(), 4);
+    let (s, _, _) = n
+        .call(Method::GET, &uri("state=bogus"), Some(&auditor), None)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}

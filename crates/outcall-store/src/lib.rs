@@ -319,6 +319,14 @@ pub trait Store: AccessStore + Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ContactRecord>>;
     async fn get_contact(&self, id: ContactId) -> Result<ContactRecord>;
+    /// A campaign's contacts in id order after `after`, optionally in one state.
+    async fn list_contacts(
+        &self,
+        campaign: CampaignId,
+        state: Option<ContactState>,
+        after: ContactId,
+        limit: u32,
+    ) -> Result<Vec<ContactRecord>>;
     /// Blind indexes of a campaign's contacts with an id above `after`, in id order (to seed an
     /// import's dedup filter).
     async fn contact_hashes(

@@ -218,6 +218,24 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn list_contacts(
+        &self,
+        campaign: CampaignId,
+        state: Option<ContactState>,
+        after: ContactId,
+        limit: u32,
+    ) -> Result<Vec<ContactRecord>> {
+        self.with(|d| {
+            Ok(d.contacts
+                .range(after.saturating_add(1)..)
+                .map(|(_, c)| c)
+                .filter(|c| c.campaign_id == campaign && state.is_none_or(|s| c.state == s))
+                .take(limit.clamp(1, 10_000) as usize)
+                .cloned()
+                .collect())
+        })
+    }
+
     async fn defer_contact(&self, id: ContactId, due_at: Timestamp) -> Result<()> {
         self.with(|d| {
             let c = d

@@ -65,6 +65,7 @@ mod q {
     pub const CONTACT_INSERT: &str = include_str!("sqlite/queries/contact_insert.sql");
     pub const CONTACT_DUE: &str = include_str!("sqlite/queries/contact_due.sql");
     pub const CONTACT_GET: &str = include_str!("sqlite/queries/contact_get.sql");
+    pub const CONTACTS_LIST: &str = include_str!("sqlite/queries/contacts_list.sql");
     pub const CONTACT_EXISTS: &str = include_str!("sqlite/queries/contact_exists.sql");
     pub const CONTACT_DEFER: &str = include_str!("sqlite/queries/contact_defer.sql");
     pub const CONTACT_CLAIM: &str = include_str!("sqlite/queries/contact_claim.sql");
@@ -537,6 +538,26 @@ impl Store for SqliteStore {
                 id,
             })?;
         contact_row(&row)
+    }
+
+    async fn list_contacts(
+        &self,
+        campaign: CampaignId,
+        state: Option<ContactState>,
+        after: ContactId,
+        limit: u32,
+    ) -> Result<Vec<ContactRecord>> {
+        sqlx::query(q::CONTACTS_LIST)
+            .bind(campaign)
+            .bind(after)
+            .bind(state.map(|s| s.as_str()))
+            .bind(i64::from(limit.clamp(1, 10_000)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(contact_row)
+            .collect()
     }
 
     async fn defer_contact(&self, id: ContactId, due_at: Timestamp) -> Result<()> {

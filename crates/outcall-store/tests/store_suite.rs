@@ -64,6 +64,7 @@ macro_rules! store_suite {
                 campaign_counts_by_state_and_outcome,
                 list_attempts_pages_by_cursor,
                 query_attempts_filters_and_counts_by_hour,
+                list_contacts_pages_and_filters_by_state,
                 add_100k_contacts_in_one_call,
                 blacklist_exact_prefix_scope_and_expiry,
                 number_status_learns_and_ages_out,
@@ -967,6 +968,26 @@ mod cases {
         assert_eq!(provinces.get("广东"), Some(&2));
         assert_eq!(provinces.get("北京"), Some(&1));
         assert_eq!(provinces.get("unknown"), Some(&1));
+    }
+
+    pub async fn list_contacts_pages_and_filters_by_state<S: Store>(s: Arc<S>) {
+        let (id, ids) = with_contacts(&*s, "list", 5).await;
+        let (_, other) = with_contacts(&*s, "other", 2).await;
+        begin(&*s, ids[1], t(0)).await;
+        let all = s.list_contacts(id, None, 0, 100).await.unwrap();
+        assert_eq!(all.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
+        assert!(all.iter().all(|c| !other.contains(&c.id)));
+        let page = s.list_contacts(id, None, ids[1], 2).await.unwrap();
+        assert_eq!(
+            page.iter().map(|c| c.id).collect::<Vec<_>>(),
+            [ids[2], ids[3]]
+        );
+        let dialing = s
+            .list_contacts(id, Some(ContactState::Dialing), 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(dialing.iter().map(|c| c.id).collect::<Vec<_>>(), [ids[1]]);
+        assert_eq!(dialing[0].attempts, 1);
     }
 
     pub async fn query_attempts_filters_and_counts_by_hour<S: Store>(s: Arc<S>) {
