@@ -511,3 +511,100 @@ fn single_calls_through_the_api_reach_the_carrier_once() {
     sipp.stop();
     assert_eq!(invites_seen(dir.path()).len(), 2);
 }
+
+/// The first admin: from `--admin-user` / `--admin-password-file`, or, with nothing given, a
+/// random password in `data_dir/admin-password` (0600). Only on a node without users.
+#[test]
+fn first_admin_from_the_command_line_or_a_generated_password_file() {
+    let login = |api: u16, user: &str, password: &str| -> Value {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-X",
+                "POST",
+                &format!("http://127.0.0.1:{api}/v1/auth/login"),
+            ])
+            .args(["-H", "content-type: application/json", "--data-binary"])
+            .arg(serde_json::json!({ "username": user, "password": password }).to_string())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let start = |data: &Path, api: u16, extra: &[&str]| {
+        let child = Command::new(bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{api}"),
+                "--data-dir",
+            ])
+            .arg(data)
+            .args(extra)
+            .env_remove("OUTCALL_ADMIN_PASSWORD")
+            .env_remove("OUTCALL_ADMIN_USER")
+            .env_remove("OUTCALL_ADMIN_PASSWORD_FILE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", api)).is_err() {
+            assert!(Instant::now() < deadline, "serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Proc(child)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "from-the-cli-123\n").unwrap();
+    let api = free_port();
+    let node = start(
+        &dir.path().join("a"),
+        api,
+        &[
+            "--admin-user",
+            "ops",
+            "--admin-password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        login(api, "ops", "from-the-cli-123")["user"]["role"],
+        "admin"
+    );
+    drop(node);
+
+    let data = dir.path().join("b");
+    let api = free_port();
+    let node = start(&data, api, &[]);
+    let file = data.join("admin-password");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let generated = std::fs::read_to_string(&file).unwrap();
+    assert!(generated.trim().len() >= 20);
+    assert_eq!(
+        login(api, "admin", generated.trim())["user"]["role"],
+        "admin"
+    );
+    drop(node);
+    // Users exist now: a restart with other flags creates nobody.
+    let api = free_port();
+    let _node = start(
+        &data,
+        api,
+        &[
+            "--admin-user",
+            "ops",
+            "--admin-password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        login(api, "ops", "from-the-cli-123")["error"]["code"],
+        "invalid_credentials"
+    );
+}

@@ -71,6 +71,10 @@ pub struct AppConfig {
     /// Serve the API over HTTPS with these PEM files.
     #[serde(default)]
     pub tls: Option<outcall_api::tls::TlsConfig>,
+    /// The first admin's name and password file, from the command line (`serve --admin-user
+    /// --admin-password-file`); used only on a node without users.
+    #[serde(skip)]
+    pub bootstrap_admin: (Option<String>, Option<PathBuf>),
     /// File with the status webhook signing secret; `OUTCALL_WEBHOOK_SECRET` overrides it.
     /// Created under `<data_dir>/keys/webhook.key` when not set.
     #[serde(default)]
@@ -307,15 +311,22 @@ async fn bootstrap_admin(cfg: &AppConfig, access: &Access) -> Result<()> {
     if access.store.count_users().await? > 0 {
         return Ok(());
     }
-    let user = std::env::var("OUTCALL_ADMIN_USER").unwrap_or_else(|_| "admin".into());
-    let (password, generated) = match (
-        std::env::var("OUTCALL_ADMIN_PASSWORD"),
-        std::env::var("OUTCALL_ADMIN_PASSWORD_FILE"),
-    ) {
+    let user = cfg
+        .bootstrap_admin
+        .0
+        .clone()
+        .or_else(|| std::env::var("OUTCALL_ADMIN_USER").ok())
+        .unwrap_or_else(|| "admin".into());
+    let file = cfg.bootstrap_admin.1.clone().or_else(|| {
+        std::env::var("OUTCALL_ADMIN_PASSWORD_FILE")
+            .ok()
+            .map(PathBuf::from)
+    });
+    let (password, generated) = match (std::env::var("OUTCALL_ADMIN_PASSWORD"), file) {
         (Ok(p), _) => (p, None),
-        (_, Ok(f)) => (
+        (_, Some(f)) => (
             std::fs::read_to_string(&f)
-                .with_context(|| format!("cannot read OUTCALL_ADMIN_PASSWORD_FILE {f}"))?
+                .with_context(|| format!("cannot read the admin password file {}", f.display()))?
                 .trim_end_matches(['\r', '\n'])
                 .to_string(),
             None,

@@ -20,6 +20,13 @@ pub struct ServeArgs {
     /// Data directory (overrides the config).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// On a node without users: the first admin's name (default `admin`).
+    #[arg(long, env = "OUTCALL_ADMIN_USER")]
+    pub admin_user: Option<String>,
+    /// On a node without users: a file holding the first admin's password (else
+    /// `OUTCALL_ADMIN_PASSWORD`, else a random one written to `<data_dir>/admin-password`).
+    #[arg(long, env = "OUTCALL_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
 }
 
 pub async fn run(a: ServeArgs) -> Result<ExitCode> {
@@ -30,6 +37,7 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
     if let Some(d) = a.data_dir {
         cfg.data_dir = d;
     }
+    cfg.bootstrap_admin = (a.admin_user, a.admin_password_file);
     let app = App::start(&cfg, &[]).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
