@@ -205,6 +205,11 @@ pub struct CampaignSpec {
     /// Caller IDs to rotate; empty uses the trunk's.
     #[serde(default)]
     pub caller_ids: Vec<String>,
+    /// A named caller-ID pool (`/v1/caller-id-pools`) whose numbers are rotated instead of
+    /// `caller_ids` (give one or the other). The scheduler reads the pool when it loads the
+    /// campaign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_id_pool: Option<String>,
     /// WAV prompt played when answered.
     #[serde(default)]
     pub prompt: Option<String>,
@@ -462,6 +467,22 @@ pub enum SpecError {
     Windows(#[from] WindowError),
     #[error("status_callback: {0}")]
     StatusCallback(String),
+    #[error("caller_id_pool: {0}")]
+    CallerIdPool(String),
+}
+
+/// Checks a caller-ID pool's name: 1 to 64 ASCII letters, digits, `.`, `_` or `-` (it appears
+/// in URLs as is).
+pub fn check_pool_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("a pool name is 1 to 64 letters, digits, `.`, `_` or `-`".into());
+    }
+    Ok(())
 }
 
 impl CampaignSpec {
@@ -502,6 +523,14 @@ impl CampaignSpec {
         }
         if let Some(cb) = &self.status_callback {
             cb.validate()?;
+        }
+        if let Some(pool) = &self.caller_id_pool {
+            check_pool_name(pool).map_err(SpecError::CallerIdPool)?;
+            if !self.caller_ids.is_empty() {
+                return Err(SpecError::CallerIdPool(
+                    "give caller_ids or caller_id_pool, not both (set caller_ids to [])".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -712,5 +741,31 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("events must name at least one"));
+    }
+
+    #[test]
+    fn caller_id_pool_is_named_well_and_excludes_caller_ids() {
+        let mut s: CampaignSpec =
+            serde_json::from_value(serde_json::json!({ "name": "x", "trunks": ["a"] })).unwrap();
+        assert_eq!(s.caller_id_pool, None);
+        assert!(serde_json::to_value(&s)
+            .unwrap()
+            .get("caller_id_pool")
+            .is_none());
+        s.caller_id_pool = Some("sales-sh_1.a".into());
+        assert_eq!(s.validate(), Ok(()));
+        for bad in ["", "a/b", "with space", &"x".repeat(65)] {
+            s.caller_id_pool = Some(bad.to_string());
+            assert!(
+                matches!(s.validate(), Err(SpecError::CallerIdPool(_))),
+                "{bad:?}"
+            );
+        }
+        s.caller_id_pool = Some("sales".into());
+        s.caller_ids = vec!["02150000001".into()];
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "caller_id_pool: give caller_ids or caller_id_pool, not both (set caller_ids to [])"
+        );
     }
 }

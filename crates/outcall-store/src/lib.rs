@@ -16,11 +16,13 @@
 //! suite every implementation must pass.
 
 pub mod access;
+pub mod campaign_admin;
 pub mod memory;
 pub mod sqlite;
 pub mod webhook;
 
 pub use access::AccessStore;
+pub use campaign_admin::{CallerIdPoolRecord, CampaignDeletion, NewCallerIdPool};
 pub use webhook::{NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus};
 
 use async_trait::async_trait;
@@ -468,4 +470,38 @@ pub trait Store: AccessStore + Send + Sync + 'static {
     /// A `failed` delivery back to `pending`, due at `now`, its tries counted from 0 again;
     /// `Conflict` for a delivery that is not `failed`.
     async fn requeue_webhook(&self, id: i64, now: Timestamp) -> Result<WebhookDelivery>;
+
+    // Changing and deleting campaigns, caller-ID pools (see [`campaign_admin`]).
+    /// Replaces a campaign's spec (its name and priority with it) if its status is one of
+    /// `expected`: compare-and-set like [`Store::set_campaign_status`], `Conflict` when the
+    /// status is another, `NotFound` when there is no such campaign. A spec naming a caller-ID
+    /// pool that does not exist is a `Conflict` too.
+    async fn update_campaign_spec(
+        &self,
+        id: CampaignId,
+        spec: &CampaignSpec,
+        expected: &[CampaignStatus],
+        now: Timestamp,
+    ) -> Result<Campaign>;
+    /// Deletes a campaign whose status is one of `allowed`, with its contacts, its attempts
+    /// (CDRs), its own blacklist entries and its pending webhook deliveries, in one
+    /// transaction. `Conflict` when the status is another or an attempt is still open;
+    /// `NotFound` when there is no such campaign. Returns the counts and the recording paths.
+    async fn delete_campaign(
+        &self,
+        id: CampaignId,
+        allowed: &[CampaignStatus],
+    ) -> Result<CampaignDeletion>;
+    /// Creates or replaces a caller-ID pool; `true` when it was created.
+    async fn upsert_caller_id_pool(
+        &self,
+        pool: &NewCallerIdPool,
+        now: Timestamp,
+    ) -> Result<(CallerIdPoolRecord, bool)>;
+    async fn get_caller_id_pool(&self, name: &str) -> Result<Option<CallerIdPoolRecord>>;
+    /// Every pool, by name.
+    async fn list_caller_id_pools(&self) -> Result<Vec<CallerIdPoolRecord>>;
+    /// Deletes a pool; `false` when there was none. `Conflict` (naming them) while campaigns
+    /// that are not completed or canceled name it.
+    async fn delete_caller_id_pool(&self, name: &str) -> Result<bool>;
 }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 mod access;
+mod campaign_admin;
 mod webhook;
 
 type PendingKey = (CampaignId, std::cmp::Reverse<i32>, Timestamp, ContactId);
@@ -42,6 +43,7 @@ struct Data {
     numbers: HashMap<Vec<u8>, NumberStatus>,
     next_blacklist: i64,
     unfinished: HashMap<CampaignId, u64>,
+    pools: BTreeMap<String, crate::CallerIdPoolRecord>,
     next_campaign: i64,
     next_contact: i64,
     next_attempt: i64,
@@ -85,6 +87,7 @@ impl Store for MemoryStore {
 
     async fn create_campaign(&self, spec: &CampaignSpec, now: Timestamp) -> Result<Campaign> {
         self.with(|d| {
+            campaign_admin::require_pool(d, spec)?;
             d.next_campaign += 1;
             let c = Campaign {
                 id: d.next_campaign,
@@ -782,5 +785,44 @@ impl Store for MemoryStore {
 
     async fn requeue_webhook(&self, id: i64, now: Timestamp) -> Result<WebhookDelivery> {
         self.webhook_requeue(id, now)
+    }
+
+    // Changing and deleting campaigns, caller-ID pools (in `memory/campaign_admin.rs`).
+    async fn update_campaign_spec(
+        &self,
+        id: CampaignId,
+        spec: &CampaignSpec,
+        expected: &[CampaignStatus],
+        now: Timestamp,
+    ) -> Result<Campaign> {
+        self.campaign_update_spec(id, spec, expected, now)
+    }
+
+    async fn delete_campaign(
+        &self,
+        id: CampaignId,
+        allowed: &[CampaignStatus],
+    ) -> Result<crate::CampaignDeletion> {
+        self.campaign_delete(id, allowed)
+    }
+
+    async fn upsert_caller_id_pool(
+        &self,
+        pool: &crate::NewCallerIdPool,
+        now: Timestamp,
+    ) -> Result<(crate::CallerIdPoolRecord, bool)> {
+        self.pool_upsert(pool, now)
+    }
+
+    async fn get_caller_id_pool(&self, name: &str) -> Result<Option<crate::CallerIdPoolRecord>> {
+        self.pool_get(name)
+    }
+
+    async fn list_caller_id_pools(&self) -> Result<Vec<crate::CallerIdPoolRecord>> {
+        self.pool_list()
+    }
+
+    async fn delete_caller_id_pool(&self, name: &str) -> Result<bool> {
+        self.pool_delete(name)
     }
 }

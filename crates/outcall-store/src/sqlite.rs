@@ -30,6 +30,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod access;
+mod campaign_admin;
 mod webhook;
 
 /// The statements, one file each.
@@ -125,6 +126,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "webhooks",
         include_str!("../migrations/sqlite/0006_webhooks.sql"),
+    ),
+    (
+        7,
+        "caller_id_pools",
+        include_str!("../migrations/sqlite/0007_caller_id_pools.sql"),
     ),
 ];
 
@@ -388,15 +394,18 @@ impl Store for SqliteStore {
         let spec_json = serde_json::to_string(spec)
             .map_err(|e| StoreError::Database(format!("campaign spec: {e}")))?;
         let now = ms(now);
+        let mut tx = self.write_tx().await?;
+        campaign_admin::require_pool(&mut tx, spec).await?;
         let row = sqlx::query(q::CAMPAIGN_INSERT)
             .bind(&spec.name)
             .bind(CampaignStatus::Draft.as_str())
             .bind(spec_json)
             .bind(i64::from(spec.priority))
             .bind(now)
-            .fetch_one(&self.writer)
+            .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         Ok(Campaign {
             id: col(&row, "id")?,
             status: CampaignStatus::Draft,
@@ -1130,5 +1139,44 @@ impl Store for SqliteStore {
 
     async fn requeue_webhook(&self, id: i64, now: Timestamp) -> Result<WebhookDelivery> {
         self.webhook_requeue(id, now).await
+    }
+
+    // Changing and deleting campaigns, caller-ID pools (in `sqlite/campaign_admin.rs`).
+    async fn update_campaign_spec(
+        &self,
+        id: CampaignId,
+        spec: &CampaignSpec,
+        expected: &[CampaignStatus],
+        now: Timestamp,
+    ) -> Result<Campaign> {
+        self.campaign_update_spec(id, spec, expected, now).await
+    }
+
+    async fn delete_campaign(
+        &self,
+        id: CampaignId,
+        allowed: &[CampaignStatus],
+    ) -> Result<crate::CampaignDeletion> {
+        self.campaign_delete(id, allowed).await
+    }
+
+    async fn upsert_caller_id_pool(
+        &self,
+        pool: &crate::NewCallerIdPool,
+        now: Timestamp,
+    ) -> Result<(crate::CallerIdPoolRecord, bool)> {
+        self.pool_upsert(pool, now).await
+    }
+
+    async fn get_caller_id_pool(&self, name: &str) -> Result<Option<crate::CallerIdPoolRecord>> {
+        self.pool_get(name).await
+    }
+
+    async fn list_caller_id_pools(&self) -> Result<Vec<crate::CallerIdPoolRecord>> {
+        self.pool_list().await
+    }
+
+    async fn delete_caller_id_pool(&self, name: &str) -> Result<bool> {
+        self.pool_delete(name).await
     }
 }

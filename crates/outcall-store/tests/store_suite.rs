@@ -78,6 +78,9 @@ macro_rules! store_suite {
                 webhook_outbox_takes_due_events_in_order_per_attempt,
                 webhook_outbox_retries_gives_up_and_requeues,
                 webhook_outbox_lists_by_status_and_campaign_with_cursor,
+                campaign_spec_update_is_compare_and_set,
+                delete_campaign_removes_what_it_owns_in_one_go,
+                caller_id_pools_upsert_list_and_delete_unless_used,
             );
         }
     };
@@ -212,6 +215,7 @@ fn cdr(outcome: Outcome, sip_status: Option<u16>) -> Cdr {
 
 mod cases {
     pub use super::access_cases::*;
+    pub use super::campaign_admin_cases::*;
     pub use super::webhook_cases::*;
 
     /// A campaign of contacts 0..4: provinces 广东 (0, 3), 北京 (1), none (2).
@@ -2065,5 +2069,395 @@ mod webhook_cases {
             .await
             .unwrap();
         assert_eq!(ids(&tail), ["e3", "e6"]);
+    }
+}
+
+/// Changing a campaign's spec (compare-and-set on its status), deleting a campaign with what it
+/// owns, caller-ID pools.
+mod campaign_admin_cases {
+    use super::{cdr, contact, spec, t};
+    use outcall_domain::campaign::{CampaignSpec, CampaignStatus};
+    use outcall_domain::Outcome;
+    use outcall_store::{
+        ContactNext, NewBlacklistEntry, NewCallerIdPool, NewWebhookEvent, Store, StoreError,
+        WebhookQuery,
+    };
+    use serde_json::json;
+    use std::sync::Arc;
+
+    use CampaignStatus as St;
+    const EDITABLE: [St; 2] = [St::Draft, St::Paused];
+    const DELETABLE: [St; 3] = [St::Draft, St::Completed, St::Canceled];
+
+    fn pool(name: &str, numbers: &[&str]) -> NewCallerIdPool {
+        NewCallerIdPool {
+            name: name.into(),
+            description: Some(format!("{name} lines")),
+            numbers: numbers.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn pooled(name: &str, pool: &str) -> CampaignSpec {
+        let mut s = spec(name);
+        s.caller_ids.clear();
+        s.caller_id_pool = Some(pool.into());
+        s
+    }
+
+    fn conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> String {
+        match r {
+            Err(StoreError::Conflict(m)) => m,
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    fn event(id: &str, campaign: i64, attempt: i64) -> NewWebhookEvent {
+        NewWebhookEvent {
+            event_id: id.into(),
+            campaign_id: campaign,
+            attempt_id: attempt,
+            event: "completed".into(),
+            url: "https://hooks.example.com/x".into(),
+            payload: json!({ "event_id": id }),
+            created_at: t(0),
+            next_attempt_at: t(0),
+        }
+    }
+
+    fn blacklisted(campaign: Option<i64>, n: u32) -> NewBlacklistEntry {
+        NewBlacklistEntry {
+            campaign_id: campaign,
+            number_hash: Some(format!("hash-{n}").into_bytes()),
+            number_enc: Some(vec![1, 2, 3]),
+            prefix: None,
+            label: format!("+86138****{n:04}"),
+            reason: "asked".into(),
+            source: "test".into(),
+            expires_at: None,
+        }
+    }
+
+    pub async fn campaign_spec_update_is_compare_and_set<S: Store>(s: Arc<S>) {
+        let created = s.create_campaign(&spec("before"), t(0)).await.unwrap();
+        let id = created.id;
+        let mut next = spec("after");
+        next.priority = 2;
+        next.max_cps = 7.5;
+        let updated = s
+            .update_campaign_spec(id, &next, &EDITABLE, t(10))
+            .await
+            .unwrap();
+        assert_eq!(updated.spec, next);
+        assert_eq!(updated.status, St::Draft);
+        assert_eq!((updated.created_at, updated.updated_at), (t(0), t(10)));
+        assert_eq!(s.get_campaign(id).await.unwrap(), updated);
+        assert_eq!(s.list_campaigns().await.unwrap(), vec![updated.clone()]);
+
+        s.set_campaign_status(id, St::Draft, St::Running, t(11))
+            .await
+            .unwrap();
+        let m = conflict(
+            s.update_campaign_spec(id, &spec("again"), &EDITABLE, t(12))
+                .await,
+        );
+        assert_eq!(m, format!("campaign {id} is running, not draft or paused"));
+        assert_eq!(s.get_campaign(id).await.unwrap().spec, next, "unchanged");
+        s.set_campaign_status(id, St::Running, St::Paused, t(13))
+            .await
+            .unwrap();
+        let paused = s
+            .update_campaign_spec(id, &spec("paused edit"), &EDITABLE, t(14))
+            .await
+            .unwrap();
+        assert_eq!(
+            (paused.status, paused.spec.name.as_str()),
+            (St::Paused, "paused edit")
+        );
+        assert!(matches!(
+            s.update_campaign_spec(999, &next, &EDITABLE, t(15)).await,
+            Err(StoreError::NotFound {
+                what: "campaign",
+                id: 999
+            })
+        ));
+
+        // A campaign may only name a pool that exists, created or updated.
+        let m = conflict(s.create_campaign(&pooled("p", "sales"), t(16)).await);
+        assert_eq!(m, "caller-ID pool `sales` does not exist");
+        let m = conflict(
+            s.update_campaign_spec(id, &pooled("p", "sales"), &EDITABLE, t(16))
+                .await,
+        );
+        assert_eq!(m, "caller-ID pool `sales` does not exist");
+        assert_eq!(s.list_campaigns().await.unwrap().len(), 1);
+        s.upsert_caller_id_pool(&pool("sales", &["02150000001"]), t(17))
+            .await
+            .unwrap();
+        let with_pool = s
+            .update_campaign_spec(id, &pooled("p", "sales"), &EDITABLE, t(18))
+            .await
+            .unwrap();
+        assert_eq!(with_pool.spec.caller_id_pool.as_deref(), Some("sales"));
+        assert_eq!(
+            s.get_campaign(id).await.unwrap().spec.caller_id_pool,
+            Some("sales".into())
+        );
+        let other = s
+            .create_campaign(&pooled("q", "sales"), t(19))
+            .await
+            .unwrap();
+        assert_eq!(other.spec.caller_id_pool.as_deref(), Some("sales"));
+    }
+
+    pub async fn delete_campaign_removes_what_it_owns_in_one_go<S: Store>(s: Arc<S>) {
+        let a = s.create_campaign(&spec("doomed"), t(0)).await.unwrap().id;
+        let b = s.create_campaign(&spec("kept"), t(0)).await.unwrap().id;
+        for c in [a, b] {
+            let batch: Vec<_> = (0..4).map(|i| contact(i, 0)).collect();
+            s.add_contacts(c, &batch, t(0)).await.unwrap();
+        }
+        // Two finished attempts in each campaign, the first of each recorded.
+        for c in [a, b] {
+            let due = s.due_contacts(c, t(1), 10).await.unwrap();
+            for (i, contact) in due.iter().take(2).enumerate() {
+                let start = s
+                    .begin_attempt(contact.id, "n", t(2))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mut record = cdr(Outcome::AnsweredHuman, Some(200));
+                if i == 0 {
+                    record.recording = Some(format!("/rec/{c}/{}.wav", start.attempt_id));
+                }
+                s.finish_attempt(
+                    start.attempt_id,
+                    Outcome::AnsweredHuman,
+                    None,
+                    Some(&record),
+                    ContactNext::Done {
+                        outcome: Outcome::AnsweredHuman,
+                    },
+                    t(3),
+                )
+                .await
+                .unwrap();
+            }
+        }
+        let a_attempts = s.list_attempts(a, None, 10).await.unwrap();
+        assert_eq!(a_attempts.len(), 2);
+        let recording = format!("/rec/{a}/{}.wav", a_attempts[0].id);
+        // Webhook deliveries: a's pending one goes, its delivered one stays as history.
+        let pending = s
+            .enqueue_webhook(&event("a-1", a, a_attempts[0].id))
+            .await
+            .unwrap();
+        let delivered = s
+            .enqueue_webhook(&event("a-2", a, a_attempts[1].id))
+            .await
+            .unwrap();
+        s.webhook_delivered(delivered, t(4), 200).await.unwrap();
+        let b_event = s.enqueue_webhook(&event("b-1", b, 999)).await.unwrap();
+        // Blacklist: a global entry, one of a's, one of b's.
+        s.add_blacklist(
+            &[
+                blacklisted(None, 1),
+                blacklisted(Some(a), 2),
+                blacklisted(Some(b), 3),
+            ],
+            t(0),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.attempts_to_number_since(b"hash-0", t(0)).await.unwrap(),
+            2
+        );
+
+        // Not while it runs, nor with a call on the wire.
+        s.set_campaign_status(a, St::Draft, St::Running, t(5))
+            .await
+            .unwrap();
+        let m = conflict(s.delete_campaign(a, &DELETABLE).await);
+        assert_eq!(
+            m,
+            format!("campaign {a} is running, not draft or completed or canceled")
+        );
+        let on_wire = s
+            .due_contacts(a, t(5), 10)
+            .await
+            .unwrap()
+            .first()
+            .unwrap()
+            .id;
+        let open = s.begin_attempt(on_wire, "n", t(5)).await.unwrap().unwrap();
+        s.set_campaign_status(a, St::Running, St::Canceled, t(6))
+            .await
+            .unwrap();
+        let m = conflict(s.delete_campaign(a, &DELETABLE).await);
+        assert!(m.contains("1 call(s) in progress"), "{m}");
+        assert_eq!(
+            s.list_attempts(a, None, 10).await.unwrap().len(),
+            3,
+            "untouched"
+        );
+        s.finish_attempt(
+            open.attempt_id,
+            Outcome::Canceled,
+            None,
+            None,
+            ContactNext::Done {
+                outcome: Outcome::Canceled,
+            },
+            t(7),
+        )
+        .await
+        .unwrap();
+
+        let r = s.delete_campaign(a, &DELETABLE).await.unwrap();
+        assert_eq!(
+            (r.contacts, r.attempts, r.webhooks, r.blacklist),
+            (4, 3, 1, 1)
+        );
+        assert_eq!(r.recordings, vec![recording]);
+
+        assert!(matches!(
+            s.get_campaign(a).await,
+            Err(StoreError::NotFound {
+                what: "campaign",
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.get_contact(on_wire).await,
+            Err(StoreError::NotFound {
+                what: "contact",
+                ..
+            })
+        ));
+        assert!(s.list_attempts(a, None, 10).await.unwrap().is_empty());
+        assert!(s.due_contacts(a, t(100), 10).await.unwrap().is_empty());
+        assert!(!s.contact_exists(a, b"hash-0").await.unwrap());
+        assert_eq!(s.unfinished_contacts(a).await.unwrap(), 0);
+        assert_eq!(
+            s.list_campaigns()
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>(),
+            vec![b]
+        );
+        // Only b's attempt to the number is still counted by frequency caps.
+        assert_eq!(
+            s.attempts_to_number_since(b"hash-0", t(0)).await.unwrap(),
+            1
+        );
+        let hooks = s
+            .list_webhooks(&WebhookQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            hooks.iter().map(|h| h.id).collect::<Vec<_>>(),
+            vec![delivered, b_event]
+        );
+        assert!(matches!(
+            s.get_webhook(pending).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let bl = s.list_blacklist(None, t(0)).await.unwrap();
+        assert_eq!(
+            bl.iter().map(|e| e.campaign_id).collect::<Vec<_>>(),
+            vec![None, Some(b)]
+        );
+        // Campaign b is whole.
+        let counts = s.campaign_counts(b).await.unwrap();
+        assert_eq!(
+            (counts.attempts, counts.contacts.values().sum::<u64>()),
+            (2, 4)
+        );
+        assert_eq!(s.list_attempts(b, None, 10).await.unwrap().len(), 2);
+
+        assert!(matches!(
+            s.delete_campaign(a, &DELETABLE).await,
+            Err(StoreError::NotFound {
+                what: "campaign",
+                ..
+            })
+        ));
+        // A draft goes as well; the next campaign gets a new id.
+        let draft = s.create_campaign(&spec("draft"), t(8)).await.unwrap().id;
+        assert_eq!(
+            s.delete_campaign(draft, &DELETABLE).await.unwrap(),
+            Default::default()
+        );
+        let next = s.create_campaign(&spec("next"), t(9)).await.unwrap().id;
+        assert!(next > draft);
+    }
+
+    pub async fn caller_id_pools_upsert_list_and_delete_unless_used<S: Store>(s: Arc<S>) {
+        assert!(s.list_caller_id_pools().await.unwrap().is_empty());
+        assert_eq!(s.get_caller_id_pool("sales").await.unwrap(), None);
+        let (sales, created) = s
+            .upsert_caller_id_pool(&pool("sales", &["02150000001", "+862150000002"]), t(1))
+            .await
+            .unwrap();
+        assert!(created);
+        assert_eq!((sales.created_at, sales.updated_at), (t(1), t(1)));
+        assert_eq!(sales.numbers, ["02150000001", "+862150000002"]);
+        assert_eq!(sales.description.as_deref(), Some("sales lines"));
+        let mut replacement = pool("sales", &["02150000009"]);
+        replacement.description = None;
+        let (replaced, created) = s.upsert_caller_id_pool(&replacement, t(2)).await.unwrap();
+        assert!(!created);
+        assert_eq!(replaced.numbers, ["02150000009"]);
+        assert_eq!(replaced.description, None);
+        assert_eq!((replaced.created_at, replaced.updated_at), (t(1), t(2)));
+        assert_eq!(
+            s.get_caller_id_pool("sales").await.unwrap(),
+            Some(replaced.clone())
+        );
+        let (alpha, _) = s
+            .upsert_caller_id_pool(&pool("alpha", &["100"]), t(3))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.list_caller_id_pools().await.unwrap(),
+            vec![alpha, replaced]
+        );
+
+        // In use by a campaign that is not finished: kept.
+        let c = s
+            .create_campaign(&pooled("c", "sales"), t(4))
+            .await
+            .unwrap()
+            .id;
+        let d = s
+            .create_campaign(&pooled("d", "sales"), t(4))
+            .await
+            .unwrap()
+            .id;
+        s.set_campaign_status(d, St::Draft, St::Running, t(5))
+            .await
+            .unwrap();
+        let m = conflict(s.delete_caller_id_pool("sales").await);
+        assert_eq!(
+            m,
+            format!(
+                "caller-ID pool `sales` is used by campaign(s) {c}, {d}, not completed or canceled"
+            )
+        );
+        s.set_campaign_status(c, St::Draft, St::Canceled, t(6))
+            .await
+            .unwrap();
+        s.set_campaign_status(d, St::Running, St::Completed, t(6))
+            .await
+            .unwrap();
+        assert!(s.delete_caller_id_pool("sales").await.unwrap());
+        assert!(!s.delete_caller_id_pool("sales").await.unwrap());
+        assert_eq!(s.get_caller_id_pool("sales").await.unwrap(), None);
+        assert_eq!(s.list_caller_id_pools().await.unwrap().len(), 1);
     }
 }

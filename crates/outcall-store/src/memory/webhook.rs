@@ -25,6 +25,22 @@ impl Outbox {
             .filter(move |d| seen.insert(d.attempt_id))
     }
 
+    /// Drops a campaign's pending deliveries (the campaign is deleted); returns how many.
+    pub(super) fn remove_pending_of_campaign(&mut self, campaign: i64) -> u64 {
+        let gone: Vec<i64> = self
+            .rows
+            .values()
+            .filter(|d| d.campaign_id == campaign && d.status == WebhookStatus::Pending)
+            .map(|d| d.id)
+            .collect();
+        for id in &gone {
+            if let Some(d) = self.rows.remove(id) {
+                self.by_event.remove(&d.event_id);
+            }
+        }
+        gone.len() as u64
+    }
+
     fn get(&mut self, id: i64) -> Result<&mut WebhookDelivery> {
         self.rows.get_mut(&id).ok_or(StoreError::NotFound {
             what: "webhook delivery",

@@ -1,0 +1,1 @@
+DELETE FROM caller_id_pools WHERE name = ?1

@@ -1,0 +1,1 @@
+DELETE FROM blacklist WHERE campaign_id = ?1

@@ -1,0 +1,1 @@
+DELETE FROM contacts WHERE campaign_id = ?1

@@ -1,0 +1,3 @@
+SELECT COUNT(*) AS n
+FROM attempts
+WHERE campaign_id = ?1 AND state = 'dialing'
