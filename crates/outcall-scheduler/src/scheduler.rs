@@ -264,7 +264,7 @@ pub async fn start(
     s.reload_trunks().await;
     for c in s.deps.store.list_campaigns().await? {
         if !c.status.is_final() {
-            s.install(c);
+            s.install(c).await;
         }
     }
     tokio::spawn(s.run());
@@ -339,7 +339,28 @@ fn add_secs(t: Timestamp, s: u64) -> Timestamp {
 }
 
 impl Scheduler {
-    fn install(&mut self, c: Campaign) {
+    /// The caller IDs a campaign rotates: its caller-ID pool's numbers when it names one (read
+    /// now, so a pool changed later takes effect when the campaign is next reloaded), else its
+    /// own `caller_ids`. `None` when the pool cannot be read: the campaign keeps what it has.
+    async fn caller_ids(&self, c: &Campaign) -> Option<Vec<String>> {
+        let Some(name) = &c.spec.caller_id_pool else {
+            return Some(c.spec.caller_ids.clone());
+        };
+        match self.deps.store.get_caller_id_pool(name).await {
+            Ok(Some(pool)) => Some(pool.numbers),
+            Ok(None) => {
+                warn!(campaign = c.id, pool = %name, "caller-ID pool not found: the trunk's caller IDs are used");
+                Some(Vec::new())
+            }
+            Err(e) => {
+                warn!(campaign = c.id, pool = %name, error = %e, "cannot read the caller-ID pool");
+                None
+            }
+        }
+    }
+
+    async fn install(&mut self, c: Campaign) {
+        let caller_ids = self.caller_ids(&c).await;
         let windows = c.spec.windows.as_ref().and_then(|w| match w.compile() {
             Ok(s) => Some(s),
             Err(e) => {
@@ -360,7 +381,7 @@ impl Scheduler {
             });
         let id = c.id;
         let pacer = Pacer::new(c.spec.max_concurrent, Some(c.spec.max_cps));
-        let callers = CallerIdPool::new(c.spec.caller_ids.clone());
+        let callers = caller_ids.map(CallerIdPool::new);
         match self.campaigns.get_mut(&id) {
             Some(rt) => {
                 if c.status == CampaignStatus::Canceled {
@@ -372,7 +393,9 @@ impl Scheduler {
                 }
                 rt.windows = windows;
                 rt.prompt = prompt;
-                rt.callers = callers;
+                if let Some(callers) = callers {
+                    rt.callers = callers;
+                }
                 rt.campaign = c;
             }
             None => {
@@ -383,7 +406,7 @@ impl Scheduler {
                         windows,
                         pacer,
                         prompt,
-                        callers,
+                        callers: callers.unwrap_or_default(),
                         cancel: CancellationToken::new(),
                         loaded: 0,
                     },
@@ -493,8 +516,16 @@ impl Scheduler {
     async fn reload(&mut self, id: CampaignId) {
         match self.deps.store.get_campaign(id).await {
             Ok(c) => {
-                self.install(c);
+                self.install(c).await;
                 self.refill_campaign(id).await;
+            }
+            Err(StoreError::NotFound { .. }) => {
+                // Deleted: forget it (its queued tasks are dropped at dispatch).
+                self.campaigns.remove(&id);
+                self.live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
             }
             Err(e) => warn!(campaign = id, error = %e, "cannot reload campaign"),
         }
@@ -599,7 +630,7 @@ impl Scheduler {
         {
             Ok(c) => {
                 info!(campaign = id, "campaign completed");
-                self.install(c);
+                self.install(c).await;
             }
             Err(e) => debug!(campaign = id, error = %e, "campaign not completed"),
         }

@@ -30,6 +30,8 @@ struct Dialed {
     at: Instant,
     wall: Timestamp,
     to: String,
+    /// The caller ID presented as From, if the scheduler chose one.
+    from: Option<String>,
     trunk: String,
     /// Whether the scheduler asked for live updates.
     updates: bool,
@@ -114,6 +116,7 @@ impl CallEngine for Scripted {
                 at: Instant::now(),
                 wall: self.clock.now(),
                 to: req.to.clone(),
+                from: req.caller_id.clone(),
                 trunk: req.trunk.name.clone(),
                 updates: updates.is_some(),
             });
@@ -335,6 +338,71 @@ async fn dials_by_campaign_priority_then_contact_priority_then_due_time() {
             "+8613800000001"
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_id_pool_is_rotated_and_read_again_when_the_campaign_reloads() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    let pool = |numbers: &[&str]| outcall_store::NewCallerIdPool {
+        name: "sales".into(),
+        description: None,
+        numbers: numbers.iter().map(|n| n.to_string()).collect(),
+    };
+    env.store
+        .upsert_caller_id_pool(&pool(&["02150000001", "02150000002"]), env.clock.now())
+        .await
+        .unwrap();
+    let first = env
+        .campaign(serde_json::json!({ "caller_id_pool": "sales" }))
+        .await;
+    let second = env
+        .campaign(serde_json::json!({ "caller_id_pool": "sales" }))
+        .await;
+    let own = env
+        .campaign(serde_json::json!({ "caller_ids": ["02199999999"] }))
+        .await;
+    let numbers: Vec<String> = (1..=7).map(n).collect();
+    let rows = |r: std::ops::Range<usize>| -> Vec<(&str, i32, Option<&str>)> {
+        numbers[r].iter().map(|x| (x.as_str(), 0, None)).collect()
+    };
+    env.add(first, &rows(0..4)).await;
+    env.add(second, &rows(4..6)).await;
+    env.add(own, &rows(6..7)).await;
+    env.act(first, LifecycleAction::Start).await;
+    env.act(own, LifecycleAction::Start).await;
+    // The scheduler loads every campaign (the second one too, still a draft) with the pool as
+    // it is now.
+    env.start(1).await;
+    env.run_until_done(first, Duration::from_secs(60)).await;
+    env.run_until_done(own, Duration::from_secs(60)).await;
+    let from = |campaign_numbers: &[String]| -> Vec<Option<String>> {
+        env.engine
+            .dialed()
+            .into_iter()
+            .filter(|d| campaign_numbers.contains(&d.to))
+            .map(|d| d.from)
+            .collect()
+    };
+    let some =
+        |v: &[&str]| -> Vec<Option<String>> { v.iter().map(|x| Some(x.to_string())).collect() };
+    assert_eq!(
+        from(&numbers[0..4]),
+        some(&["02150000001", "02150000002", "02150000001", "02150000002"]),
+        "rotated through the pool"
+    );
+    assert_eq!(
+        from(&numbers[6..7]),
+        some(&["02199999999"]),
+        "its own caller IDs"
+    );
+    // The pool changes; the second campaign sees it when it is reloaded (here: started).
+    env.store
+        .upsert_caller_id_pool(&pool(&["02150000009"]), env.clock.now())
+        .await
+        .unwrap();
+    env.act(second, LifecycleAction::Start).await;
+    env.run_until_done(second, Duration::from_secs(60)).await;
+    assert_eq!(from(&numbers[4..6]), some(&["02150000009", "02150000009"]));
 }
 
 #[tokio::test(start_paused = true)]
