@@ -39,6 +39,8 @@ use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod campaign_admin;
+
 /// Largest request body other than contact uploads.
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Largest contact upload (spooled to disk, imported as a stream): about 250 million numbers.
@@ -188,6 +190,10 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(me))
         .routes(routes!(create_campaign, list_campaigns))
         .routes(routes!(get_campaign))
+        .routes(routes!(
+            campaign_admin::update_campaign,
+            campaign_admin::delete_campaign
+        ))
         .routes(routes!(start_campaign))
         .routes(routes!(pause_campaign))
         .routes(routes!(resume_campaign))
@@ -202,6 +208,14 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(download_recording))
         .routes(routes!(import_job))
         .routes(routes!(upsert_trunk, list_trunks))
+        .routes(routes!(
+            campaign_admin::upsert_caller_id_pool,
+            campaign_admin::list_caller_id_pools
+        ))
+        .routes(routes!(
+            campaign_admin::get_caller_id_pool,
+            campaign_admin::delete_caller_id_pool
+        ))
         .routes(routes!(add_blacklist, list_blacklist))
         .routes(routes!(remove_blacklist))
         .routes(routes!(erase_number))

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod auth;
 pub mod calls;
+pub mod campaign_admin;
 pub mod error;
 pub mod http;
 pub mod service;

@@ -230,6 +230,7 @@ impl CampaignService {
     pub async fn create_campaign(&self, spec: CampaignSpec) -> Result<Campaign, ApiError> {
         spec.validate()
             .map_err(|e| ApiError::InvalidCampaign(e.to_string()))?;
+        self.check_caller_id_pool(&spec).await?;
         Ok(self.store.create_campaign(&spec, self.clock.now()).await?)
     }
 
