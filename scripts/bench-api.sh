@@ -48,17 +48,23 @@ for i in range($CONTACTS): print('138%08d' % i)" >"$work/numbers.csv"
 curl -fsS -X POST "$base/v1/campaigns/1/contacts" "${auth[@]}" -H 'content-type: text/csv' \
   --data-binary @"$work/numbers.csv" >/dev/null
 cat >"$work/post_call.lua" <<'LUA'
+-- wrk.format uses only the headers it is given, so the command line's are added to these.
 counter = 0
 request = function()
   counter = counter + 1
-  local body = string.format('{"to": "139%08d", "trunk": "sipp", "max_duration_secs": 1}', counter + math.random(0, 99999999))
-  return wrk.format("POST", "/v1/calls", {["content-type"] = "application/json"}, body)
+  local body = string.format('{"to": "139%08d", "trunk": "sipp", "max_duration_secs": 1}',
+    (counter * 7919 + math.random(0, 999)) % 100000000)
+  local headers = {}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["content-type"] = "application/json"
+  return wrk.format("POST", "/v1/calls", headers, body)
 end
 LUA
 run() { # name, extra wrk args...
   local name="$1"; shift
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" >"$work/$name.txt" 2>&1
-  python3 - "$name" "$work/$name.txt" <<'PY'
+  local out="$work/wrk-$RANDOM.txt"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" >"$out" 2>&1
+  python3 - "$name" "$out" <<'PY'
 import re, sys
 name, path = sys.argv[1], sys.argv[2]
 text = open(path).read()

@@ -51,6 +51,42 @@ pub const UPLOAD_LIMIT: usize = 4 * 1024 * 1024 * 1024;
 pub struct ApiState {
     pub svc: Arc<CampaignService>,
     pub access: Arc<Access>,
+    stats: Arc<StatsCache>,
+}
+
+/// How long a campaign's stats are served from memory. Dashboards poll; computing the counts
+/// scans the campaign's contacts and attempts, so many pollers share one computation a second.
+pub const STATS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Computed stats by campaign, dropped after [`STATS_TTL`] or when any request changes
+/// something (every method but GET and HEAD).
+#[derive(Default)]
+struct StatsCache {
+    entries: std::sync::Mutex<HashMap<i64, (std::time::Instant, Arc<serde_json::Value>)>>,
+    /// One computation at a time: the others wait for it and read its result.
+    computing: tokio::sync::Mutex<()>,
+}
+
+impl StatsCache {
+    fn get(&self, id: i64) -> Option<Arc<serde_json::Value>> {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id)
+            .filter(|(at, _)| at.elapsed() < STATS_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, id: i64, v: Arc<serde_json::Value>) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| at.elapsed() < STATS_TTL);
+        map.insert(id, (std::time::Instant::now(), v));
+    }
+
+    fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 impl FromRef<ApiState> for Arc<CampaignService> {
@@ -257,6 +293,7 @@ pub fn router(svc: Arc<CampaignService>, access: Arc<Access>) -> Router {
     };
     let doc = Arc::new(doc);
     let json_doc = doc.clone();
+    let stats = Arc::new(StatsCache::default());
     api.route_layer(middleware::from_fn_with_state(gate, authorize))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route(
@@ -279,8 +316,17 @@ pub fn router(svc: Arc<CampaignService>, access: Arc<Access>) -> Router {
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(stats.clone(), forget_stats))
         .layer(middleware::from_fn(request_id))
-        .with_state(ApiState { svc, access })
+        .with_state(ApiState { svc, access, stats })
+}
+
+/// A request that may change something drops the cached stats.
+async fn forget_stats(State(stats): State<Arc<StatsCache>>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        stats.clear();
+    }
+    next.run(req).await
 }
 
 /// The request's id: the caller's `X-Request-Id` when it is short and printable, else a new
@@ -791,18 +837,31 @@ async fn list_contacts(
     params(("id" = i64, Path, description = "campaign id"), StatsQuery),
     responses((status = 200, body = Object)))]
 async fn stats(
-    State(s): Svc,
+    State(st): State<ApiState>,
     Path(raw): Path<String>,
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let id = id(&raw)?;
-    let stats = s.stats(id).await?;
+    let cached = match st.stats.get(id) {
+        Some(v) => v,
+        None => {
+            let _one = st.stats.computing.lock().await;
+            match st.stats.get(id) {
+                Some(v) => v,
+                None => {
+                    let v = Arc::new(to_value(&st.svc.stats(id).await?)?);
+                    st.stats.put(id, v.clone());
+                    v
+                }
+            }
+        }
+    };
     if !q.hours {
-        return Ok(Json(stats).into_response());
+        return Ok(Json(cached).into_response());
     }
-    let mut v = to_value(&stats)?;
-    v["hours"] = to_value(&s.hours(id).await?)?;
+    let mut v = (*cached).clone();
+    v["hours"] = to_value(&st.svc.hours(id).await?)?;
     Ok(Json(v).into_response())
 }
 

@@ -991,3 +991,51 @@ async fn contacts_list_masked_by_cursor_and_state() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn stats_are_shared_for_a_second_and_dropped_by_any_change() {
+    let n = node().await;
+    let op = n.key(Role::Operator).await;
+    let (_, c, _) = n
+        .call(
+            Method::POST,
+            "/v1/campaigns",
+            Some(&op),
+            Some(json!({ "name": "s", "trunks": ["t"] })),
+        )
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    let uri = format!("/v1/campaigns/{id}/stats");
+    let (_, before, _) = n.call(Method::GET, &uri, Some(&op), None).await;
+    assert_eq!(before["contacts"], json!({}), "{before}");
+    // Changed behind the API's back (as the scheduler does): served from memory for now…
+    let contact = outcall_store::NewContact {
+        number_hash: vec![1; 32],
+        number_enc: vec![2; 40],
+        masked: "+86138****0000".into(),
+        time_zone: None,
+        priority: 0,
+        variables: json!({}),
+        region: Default::default(),
+    };
+    n.store
+        .add_contacts(id, &[contact], jiff::Timestamp::now())
+        .await
+        .unwrap();
+    let (_, cached, _) = n.call(Method::GET, &uri, Some(&op), None).await;
+    assert_eq!(cached["contacts"], json!({}));
+    // …until a second has passed,
+    tokio::time::sleep(outcall_api::http::STATS_TTL).await;
+    let (_, fresh, _) = n.call(Method::GET, &uri, Some(&op), None).await;
+    assert_eq!(fresh["contacts"]["pending"], 1, "{fresh}");
+    // or any request changes something.
+    n.call(
+        Method::POST,
+        &format!("/v1/campaigns/{id}/start"),
+        Some(&op),
+        None,
+    )
+    .await;
+    let (_, started, _) = n.call(Method::GET, &uri, Some(&op), None).await;
+    assert_eq!(started["campaign"]["status"], "running", "{started}");
+}
