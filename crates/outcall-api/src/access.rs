@@ -54,7 +54,15 @@ pub struct Access {
     pub store: Arc<dyn Store>,
     pub signer: TokenSigner,
     pub config: AccessConfig,
+    /// Recent failed logins by (username, client address).
+    failures:
+        std::sync::Mutex<std::collections::HashMap<(String, String), Vec<std::time::Instant>>>,
 }
+
+/// Failed logins from one address for one username that make it wait.
+pub const LOGIN_MAX_FAILURES: usize = 5;
+/// The window those failures are counted in, and how long the wait lasts.
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// A session token as returned by a login.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -164,6 +172,40 @@ fn valid_username(name: &str) -> bool {
 }
 
 impl Access {
+    pub fn new(store: Arc<dyn Store>, signer: TokenSigner, config: AccessConfig) -> Access {
+        Access {
+            store,
+            signer,
+            config,
+            failures: Default::default(),
+        }
+    }
+
+    /// Seconds to wait before this username may try again from this address, if it must.
+    fn throttled(&self, key: &(String, String)) -> Option<u64> {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.get_mut(key)?;
+        list.retain(|t| t.elapsed() < LOGIN_WINDOW);
+        if list.len() < LOGIN_MAX_FAILURES {
+            return None;
+        }
+        let oldest = list.first()?;
+        Some(
+            LOGIN_WINDOW
+                .saturating_sub(oldest.elapsed())
+                .as_secs()
+                .max(1),
+        )
+    }
+
+    fn record_failure(&self, key: (String, String)) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, l| l.iter().any(|t| t.elapsed() < LOGIN_WINDOW));
+        }
+        map.entry(key).or_default().push(std::time::Instant::now());
+    }
+
     /// The caller presenting `Authorization: Bearer <session token or API key>`.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let value = headers
@@ -234,6 +276,25 @@ impl Access {
         ip: Option<String>,
         request_id: Option<String>,
     ) -> Result<Session, ApiError> {
+        let key = (
+            username.to_lowercase(),
+            ip.clone().unwrap_or_else(|| "unknown".into()),
+        );
+        if let Some(wait) = self.throttled(&key) {
+            self.store
+                .append_audit(&NewAuditEntry {
+                    at: now(),
+                    actor: format!("user:{}", username.chars().take(64).collect::<String>()),
+                    action: "auth.login".into(),
+                    outcome: "denied".into(),
+                    detail: serde_json::json!({ "reason": "too many failed logins" }),
+                    ip,
+                    request_id,
+                    ..Default::default()
+                })
+                .await?;
+            return Err(ApiError::TooManyAttempts(wait));
+        }
         let user = self.store.user_by_name(username).await?;
         let ok = match &user {
             Some(u) => auth::verify_password(password, &u.password_hash) && !u.disabled,
@@ -256,9 +317,14 @@ impl Access {
         let Some(user) = user.filter(|_| ok) else {
             entry.detail = serde_json::json!({ "reason": "bad credentials or disabled user" });
             self.store.append_audit(&entry).await?;
+            self.record_failure(key);
             return Err(ApiError::InvalidCredentials);
         };
         self.store.append_audit(&entry).await?;
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         let iat = now().as_second();
         let exp = iat + self.config.token_ttl.as_secs() as i64;
         let token = self.signer.sign(&Claims {

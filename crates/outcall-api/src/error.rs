@@ -40,6 +40,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("a request with this Idempotency-Key is still running")]
     IdempotencyInProgress,
+    #[error("too many failed logins: try again in {0} s")]
+    TooManyAttempts(u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
+            ApiError::TooManyAttempts(_) => "too_many_attempts",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
+            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,7 +132,16 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
+        let retry_after = match self {
+            ApiError::TooManyAttempts(s) => Some(s),
+            _ => None,
+        };
         let mut res = (self.status(), axum::Json(body)).into_response();
+        if let Some(v) =
+            retry_after.and_then(|s| axum::http::HeaderValue::from_str(&s.to_string()).ok())
+        {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
         if res.status() == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

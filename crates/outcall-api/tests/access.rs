@@ -43,11 +43,11 @@ async fn node() -> Node {
         dedup_false_positive_rate: 0.01,
         webhooks: None,
     };
-    let access = Arc::new(Access {
-        store: store.clone(),
-        signer: TokenSigner::new(&[5; 32]).unwrap(),
-        config: Default::default(),
-    });
+    let access = Arc::new(Access::new(
+        store.clone(),
+        TokenSigner::new(&[5; 32]).unwrap(),
+        Default::default(),
+    ));
     Node {
         router: router(Arc::new(svc), access.clone()),
         store,
@@ -1038,4 +1038,59 @@ async fn stats_are_shared_for_a_second_and_dropped_by_any_change() {
     .await;
     let (_, started, _) = n.call(Method::GET, &uri, Some(&op), None).await;
     assert_eq!(started["campaign"]["status"], "running", "{started}");
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_make_that_address_wait() {
+    let n = node().await;
+    n.access
+        .bootstrap_admin("root", "root-password-123")
+        .await
+        .unwrap();
+    let login = |password: &str, ip: [u8; 4]| {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/auth/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({ "username": "root", "password": password }).to_string(),
+            ))
+            .unwrap();
+        let mut req = req;
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        let router = n.router.clone();
+        async move {
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            let retry = res.headers().get(header::RETRY_AFTER).cloned();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap(),
+                retry,
+            )
+        }
+    };
+    let attacker = [198, 51, 100, 1];
+    for _ in 0..outcall_api::access::LOGIN_MAX_FAILURES {
+        let (s, _, _) = login("guess-guess-guess", attacker).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    // Now even the right password waits, from that address…
+    let (s, v, retry) = login("root-password-123", attacker).await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (StatusCode::TOO_MANY_REQUESTS, &json!("too_many_attempts"))
+    );
+    let secs: u64 = retry.unwrap().to_str().unwrap().parse().unwrap();
+    assert!(secs > 0 && secs <= 15 * 60);
+    // …but not from another one.
+    let (s, _, _) = login("root-password-123", [192, 0, 2, 50]).await;
+    assert_eq!(s, StatusCode::OK);
+    let admin = n.key(Role::Admin).await;
+    let log = n.audit(&admin, "action=auth.login&limit=100").await;
+    assert!(log
+        .iter()
+        .any(|e| e["detail"]["reason"] == "too many failed logins" && e["ip"] == "198.51.100.1"));
 }

@@ -40,11 +40,11 @@ async fn node() -> Node {
         dedup_false_positive_rate: 0.01,
         webhooks: None,
     };
-    let access = Arc::new(Access {
-        store: store.clone(),
-        signer: TokenSigner::new(&[5; 32]).unwrap(),
-        config: Default::default(),
-    });
+    let access = Arc::new(Access::new(
+        store.clone(),
+        TokenSigner::new(&[5; 32]).unwrap(),
+        Default::default(),
+    ));
     Node {
         router: router(Arc::new(svc), access),
         store,

@@ -63,11 +63,11 @@ struct Api {
 
 /// The access layer on `store` and an admin API key made directly in the store.
 async fn admin_access(store: &Arc<dyn Store>) -> (Arc<Access>, String) {
-    let access = Arc::new(Access {
-        store: store.clone(),
-        signer: TokenSigner::new(&[9; 32]).unwrap(),
-        config: Default::default(),
-    });
+    let access = Arc::new(Access::new(
+        store.clone(),
+        TokenSigner::new(&[9; 32]).unwrap(),
+        Default::default(),
+    ));
     let (secret, hash) = new_api_key_secret();
     let k = store
         .create_api_key(

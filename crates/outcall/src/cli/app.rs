@@ -294,14 +294,14 @@ pub fn build_access(cfg: &AppConfig, store: Arc<dyn Store>) -> Result<Access> {
                 .with_context(|| format!("cannot load the token key {}", path.display()))?
         }
     };
-    Ok(Access {
+    Ok(Access::new(
         store,
-        signer: TokenSigner::new(&secret).map_err(anyhow::Error::msg)?,
-        config: AccessConfig {
+        TokenSigner::new(&secret).map_err(anyhow::Error::msg)?,
+        AccessConfig {
             token_ttl: Duration::from_secs(cfg.token_ttl_hours.max(1) * 3600),
             audit_retention: Duration::from_secs(cfg.audit_retention_days.max(1) * 86400),
         },
-    })
+    ))
 }
 
 /// On a node without users, creates the first admin: `OUTCALL_ADMIN_USER` (default `admin`)
