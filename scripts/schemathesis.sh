@@ -7,7 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 budget="${1:-120}"
-command -v schemathesis >/dev/null 2>&1 || python3 -m pip install --quiet 'schemathesis==4.32.5'
+# The script sits beside the interpreter pip installs into (pyenv shims may not know it yet).
+st="$(python3 -c 'import os,sys; print(os.path.join(os.path.dirname(sys.executable), "schemathesis"))')"
+if [ ! -x "$st" ]; then
+  python3 -m pip install --quiet 'schemathesis==4.32.5'
+fi
+[ -x "$st" ] || st="$(command -v schemathesis)"
 need_debs curl
 cargo build --quiet --bin outcall
 bin="${CARGO_TARGET_DIR:-target}/debug/outcall"
@@ -25,7 +30,7 @@ done
 token="$(curl -fsS -X POST "http://127.0.0.1:$port/v1/auth/login" -H 'content-type: application/json' \
     --data-binary "{\"username\":\"admin\",\"password\":\"$password\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
-schemathesis run "http://127.0.0.1:$port/openapi.json" \
+"$st" run "http://127.0.0.1:$port/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --max-time "$budget" --max-examples 25 --workers 2 --seed 20261122 \
