@@ -503,7 +503,9 @@ async fn run_call(
     tokio::pin!(cancel_deadline);
     let outcome = loop {
         tokio::select! {
-            r = &mut handle => break Some(r),
+            // Biased, dialog states first: a 180 followed at once by a final response is
+            // recorded as ringing before the final response ends the loop.
+            biased;
             Some(st) = state_rx.recv() => match st {
                 DialogState::Trying(_) => run.apply(CallEvent::Trying),
                 DialogState::Early(_, resp) => {
@@ -519,6 +521,7 @@ async fn run_call(
                 }
                 _ => {}
             },
+            r = &mut handle => break Some(r),
             Some(ev) = recv_media(&mut media) => {
                 if ev == MediaEvent::FirstPacket { run.call.note_early_media_packets(); }
             }
