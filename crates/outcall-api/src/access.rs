@@ -38,6 +38,8 @@ pub struct AccessConfig {
     pub token_ttl: Duration,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// How long delivered and failed status webhook deliveries are kept.
+    pub webhook_retention: Duration,
 }
 
 impl Default for AccessConfig {
@@ -45,6 +47,7 @@ impl Default for AccessConfig {
         AccessConfig {
             token_ttl: Duration::from_secs(12 * 3600),
             audit_retention: Duration::from_secs(183 * 86400),
+            webhook_retention: Duration::from_secs(30 * 86400),
         }
     }
 }
@@ -596,8 +599,8 @@ impl Access {
         Ok(true)
     }
 
-    /// Deletes audit entries past retention and stale idempotency keys; returns how many
-    /// audit entries went.
+    /// Deletes audit entries, finished webhook deliveries and idempotency keys past their
+    /// retention; returns how many audit entries went.
     pub async fn purge(&self) -> Result<u64, ApiError> {
         let cut = |d: Duration| {
             now()
@@ -611,6 +614,13 @@ impl Access {
         self.store
             .idempotency_purge(cut(Duration::from_secs(86400)))
             .await?;
+        let webhooks = self
+            .store
+            .purge_webhooks(cut(self.config.webhook_retention))
+            .await?;
+        if webhooks > 0 {
+            tracing::info!(deliveries = webhooks, "purged old webhook deliveries");
+        }
         if n > 0 {
             self.store
                 .append_audit(&NewAuditEntry {

@@ -470,6 +470,9 @@ pub trait Store: AccessStore + Send + Sync + 'static {
     /// A `failed` delivery back to `pending`, due at `now`, its tries counted from 0 again;
     /// `Conflict` for a delivery that is not `failed`.
     async fn requeue_webhook(&self, id: i64, now: Timestamp) -> Result<WebhookDelivery>;
+    /// Deletes delivered and failed deliveries last changed before `before` (retention);
+    /// pending ones always stay. Returns how many went.
+    async fn purge_webhooks(&self, before: Timestamp) -> Result<u64>;
 
     // Changing and deleting campaigns, caller-ID pools (see [`campaign_admin`]).
     /// Replaces a campaign's spec (its name and priority with it) if its status is one of

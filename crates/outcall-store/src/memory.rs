@@ -787,6 +787,10 @@ impl Store for MemoryStore {
         self.webhook_requeue(id, now)
     }
 
+    async fn purge_webhooks(&self, before: Timestamp) -> Result<u64> {
+        self.webhook_purge(before)
+    }
+
     // Changing and deleting campaigns, caller-ID pools (in `memory/campaign_admin.rs`).
     async fn update_campaign_spec(
         &self,

@@ -1141,6 +1141,10 @@ impl Store for SqliteStore {
         self.webhook_requeue(id, now).await
     }
 
+    async fn purge_webhooks(&self, before: Timestamp) -> Result<u64> {
+        self.webhook_purge(before).await
+    }
+
     // Changing and deleting campaigns, caller-ID pools (in `sqlite/campaign_admin.rs`).
     async fn update_campaign_spec(
         &self,

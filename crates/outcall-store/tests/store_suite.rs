@@ -78,6 +78,7 @@ macro_rules! store_suite {
                 webhook_outbox_takes_due_events_in_order_per_attempt,
                 webhook_outbox_retries_gives_up_and_requeues,
                 webhook_outbox_lists_by_status_and_campaign_with_cursor,
+                webhook_outbox_purges_old_finished_deliveries,
                 campaign_spec_update_is_compare_and_set,
                 delete_campaign_removes_what_it_owns_in_one_go,
                 caller_id_pools_upsert_list_and_delete_unless_used,
@@ -1988,6 +1989,47 @@ mod webhook_cases {
             s.get_webhook(12345).await,
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    pub async fn webhook_outbox_purges_old_finished_deliveries<S: Store>(s: Arc<S>) {
+        let delivered = s
+            .enqueue_webhook(&event("old-ok", 1, 1, "completed", t(0)))
+            .await
+            .unwrap();
+        s.webhook_delivered(delivered, t(10), 200).await.unwrap();
+        let failed = s
+            .enqueue_webhook(&event("old-fail", 1, 2, "completed", t(0)))
+            .await
+            .unwrap();
+        s.webhook_failed(failed, &failure(t(20), None))
+            .await
+            .unwrap();
+        let recent = s
+            .enqueue_webhook(&event("new-ok", 1, 3, "completed", t(0)))
+            .await
+            .unwrap();
+        s.webhook_delivered(recent, t(500), 200).await.unwrap();
+        s.enqueue_webhook(&event("old-pending", 1, 4, "completed", t(0)))
+            .await
+            .unwrap();
+        assert_eq!(s.purge_webhooks(t(100)).await.unwrap(), 2);
+        let left = s
+            .list_webhooks(&WebhookQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&left),
+            ["new-ok", "old-pending"],
+            "pending always stays"
+        );
+        // A purged event id may come again (its row is gone): it is a new delivery.
+        s.enqueue_webhook(&event("old-ok", 1, 1, "completed", t(600)))
+            .await
+            .unwrap();
+        assert_eq!(s.purge_webhooks(t(100)).await.unwrap(), 0);
     }
 
     pub async fn webhook_outbox_lists_by_status_and_campaign_with_cursor<S: Store>(s: Arc<S>) {

@@ -191,4 +191,20 @@ impl MemoryStore {
             Ok(d.clone())
         })
     }
+
+    pub(super) fn webhook_purge(&self, before: Timestamp) -> Result<u64> {
+        self.outbox(|o| {
+            let gone: Vec<(i64, String)> = o
+                .rows
+                .values()
+                .filter(|d| d.status != WebhookStatus::Pending && d.updated_at < before)
+                .map(|d| (d.id, d.event_id.clone()))
+                .collect();
+            for (id, event) in &gone {
+                o.rows.remove(id);
+                o.by_event.remove(event);
+            }
+            Ok(gone.len() as u64)
+        })
+    }
 }

@@ -18,6 +18,7 @@ mod q {
     pub const LIST: &str = include_str!("queries/webhook_list.sql");
     pub const GET: &str = include_str!("queries/webhook_get.sql");
     pub const REQUEUE: &str = include_str!("queries/webhook_requeue.sql");
+    pub const PURGE: &str = include_str!("queries/webhook_purge.sql");
 }
 
 fn status(s: &str) -> Result<WebhookStatus> {
@@ -195,5 +196,14 @@ impl SqliteStore {
                 )))
             }
         }
+    }
+
+    pub(super) async fn webhook_purge(&self, before: Timestamp) -> Result<u64> {
+        Ok(sqlx::query(q::PURGE)
+            .bind(ms(before))
+            .execute(&self.writer)
+            .await
+            .map_err(db)?
+            .rows_affected())
     }
 }

@@ -64,6 +64,9 @@ pub struct AppConfig {
     /// Days audit log entries are kept before the purge deletes them.
     #[serde(default = "default_audit_retention")]
     pub audit_retention_days: u64,
+    /// Days delivered and failed status webhook deliveries are kept (pending ones always stay).
+    #[serde(default = "default_webhook_retention")]
+    pub webhook_retention_days: u64,
     /// File with the session token key (hex); `OUTCALL_JWT_SECRET` overrides it. Created
     /// under `<data_dir>/keys/jwt.key` when not set.
     #[serde(default)]
@@ -99,6 +102,9 @@ fn default_token_ttl() -> u64 {
 }
 fn default_audit_retention() -> u64 {
     183
+}
+fn default_webhook_retention() -> u64 {
+    30
 }
 
 fn default_data_dir() -> PathBuf {
@@ -300,6 +306,7 @@ pub fn build_access(cfg: &AppConfig, store: Arc<dyn Store>) -> Result<Access> {
         AccessConfig {
             token_ttl: Duration::from_secs(cfg.token_ttl_hours.max(1) * 3600),
             audit_retention: Duration::from_secs(cfg.audit_retention_days.max(1) * 86400),
+            webhook_retention: Duration::from_secs(cfg.webhook_retention_days.max(1) * 86400),
         },
     ))
 }

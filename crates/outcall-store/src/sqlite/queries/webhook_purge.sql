@@ -1,0 +1,1 @@
+DELETE FROM webhook_outbox WHERE status <> 'pending' AND updated_at < ?1
