@@ -29,7 +29,6 @@ pub struct NewCall {
     pub prompt: Option<String>,
     /// What to do after the prompt: `hangup` (default) or `stay`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub after_prompt: Option<AfterPrompt>,
     #[serde(default)]
     pub ring_timeout_secs: Option<u64>,
@@ -40,7 +39,6 @@ pub struct NewCall {
     pub record: bool,
     /// Status webhook: `{"url": "...", "events": ["initiated","ringing","answered","completed"]}`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub status_callback: Option<StatusCallback>,
     /// Variables kept with the contact.
     #[serde(default)]
@@ -60,7 +58,6 @@ pub struct CallView {
     /// The final outcome, once completed.
     pub outcome: Option<String>,
     /// The call detail record, once completed.
-    #[schema(value_type = Option<Object>)]
     pub cdr: Option<outcall_domain::Cdr>,
     pub created_at: String,
 }

@@ -123,6 +123,14 @@ struct Conventions;
 impl utoipa::Modify for Conventions {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
+        // A campaign is its spec flattened with id, status and times (`allOf`): the spec's
+        // "no other fields" would make every campaign invalid, so the document leaves it out
+        // (the server still refuses unknown fields in a spec).
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(spec))) =
+            components.schemas.get_mut("CampaignSpec")
+        {
+            spec.additional_properties = None;
+        }
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -556,8 +564,8 @@ async fn me(caller: Caller) -> Json<Caller> {
 #[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns",
     security(("bearer" = ["campaigns:write"])),
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe creation")),
-    request_body(content = Object, description = "campaign spec"),
-    responses((status = 201, body = Object, description = "the campaign")))]
+    request_body = outcall_domain::campaign::CampaignSpec,
+    responses((status = 201, body = outcall_domain::campaign::Campaign)))]
 async fn create_campaign(
     State(st): State<ApiState>,
     caller: Caller,
@@ -591,7 +599,7 @@ async fn create_campaign(
 /// List campaigns.
 #[utoipa::path(get, path = "/v1/campaigns", tag = "campaigns",
     security(("bearer" = ["campaigns:read"])),
-    responses((status = 200, body = Vec<Object>)))]
+    responses((status = 200, body = Vec<outcall_domain::campaign::Campaign>)))]
 async fn list_campaigns(State(s): Svc) -> Result<Response, ApiError> {
     Ok(Json(s.list_campaigns().await?).into_response())
 }
@@ -600,7 +608,7 @@ async fn list_campaigns(State(s): Svc) -> Result<Response, ApiError> {
 #[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns",
     security(("bearer" = ["campaigns:read"])),
     params(("id" = i64, Path, description = "campaign id")),
-    responses((status = 200, body = Object)))]
+    responses((status = 200, body = outcall_domain::campaign::Campaign)))]
 async fn get_campaign(State(s): Svc, Path(raw): Path<String>) -> Result<Response, ApiError> {
     Ok(Json(s.get_campaign(id(&raw)?).await?).into_response())
 }
@@ -632,7 +640,7 @@ macro_rules! lifecycle_route {
         #[utoipa::path(post, path = $path, tag = "campaigns",
                                             security(("bearer" = ["campaigns:write"])),
                                             params(("id" = i64, Path, description = "campaign id")),
-                                            responses((status = 200, body = Object)))]
+                                            responses((status = 200, body = outcall_domain::campaign::Campaign)))]
         async fn $handler(
             State(st): State<ApiState>,
             caller: Caller,

@@ -667,6 +667,18 @@ async fn openapi_document_and_docs_are_public_and_offline() {
         "bearer"
     );
     assert!(doc["paths"]["/v1/campaigns"]["post"]["responses"]["4XX"].is_object());
+    // Campaigns, calls and CDRs are described field by field for typed clients.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["CampaignSpec"]["required"],
+        json!(["name", "trunks"])
+    );
+    assert!(schemas["CampaignSpec"]["properties"]["retry"].is_object());
+    assert!(schemas["Cdr"]["properties"]["sip_status"].is_object());
+    assert!(schemas["Outcome"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("answered_human")));
     let res = n
         .router
         .clone()

@@ -19,6 +19,7 @@ use std::fmt;
 
 /// Where a call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
     /// Waiting to be dialed.
@@ -87,6 +88,7 @@ impl fmt::Display for CallState {
 
 /// Who ended an answered call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HangupParty {
     /// Our side sent BYE (end of prompt, DTMF rule, max duration, shutdown).

@@ -14,6 +14,7 @@ pub type AttemptId = i64;
 
 /// Where a campaign is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignStatus {
     Draft,
@@ -110,6 +111,7 @@ pub struct LifecycleError {
 
 /// Retry after an outcome: wait `delay_secs`, at most `retries` times for this outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetryRule {
     pub delay_secs: u64,
@@ -118,6 +120,7 @@ pub struct RetryRule {
 
 /// What to do after each outcome. Outcomes without a rule are final.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     #[serde(default = "default_rules")]
@@ -180,6 +183,7 @@ impl RetryPolicy {
 
 /// At most `max_calls` calls to one number within `per_secs`, across all campaigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FrequencyCap {
     pub max_calls: u32,
@@ -188,6 +192,7 @@ pub struct FrequencyCap {
 
 /// What happens once a call is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AfterPrompt {
     #[default]
@@ -197,6 +202,7 @@ pub enum AfterPrompt {
 
 /// A campaign as the operator writes it (TOML file or API body).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CampaignSpec {
     pub name: String,
@@ -259,6 +265,7 @@ pub struct CampaignSpec {
 
 /// A call status event a campaign can send to its status callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StatusEventKind {
     /// The call was handed to the dialer (the INVITE is about to leave).
@@ -301,6 +308,7 @@ impl fmt::Display for StatusEventKind {
 
 /// A campaign's status webhook: which events to POST, and where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusCallback {
     /// `http://` or `https://` URL.
@@ -393,6 +401,7 @@ impl StatusCallback {
 
 /// Import filters on a number's attribution (号码归属地).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContactFilters {
     /// Province names as attribution gives them (`广东` matches `广东省` too).
@@ -538,6 +547,7 @@ impl CampaignSpec {
 
 /// A stored campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Campaign {
     pub id: CampaignId,
     pub status: CampaignStatus,

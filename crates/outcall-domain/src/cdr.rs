@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// The record of one attempt. Times are milliseconds since the Unix epoch. The callee number
 /// is kept masked: the full number lives only in the encrypted store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cdr {
     pub attempt_id: String,
     pub trace_id: String,

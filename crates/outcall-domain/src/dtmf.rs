@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 /// What a key press does to the running prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DtmfAction {
     /// Record the answer and hang up.
@@ -20,6 +21,7 @@ pub enum DtmfAction {
 
 /// Key → action, plus how often a prompt may be repeated.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DtmfRules {
     #[serde(default)]

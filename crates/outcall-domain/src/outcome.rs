@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// How an attempt ended, as the business sees it (see `TELEPHONY.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     AnsweredHuman,

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 /// Calling windows as written in a campaign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CallingWindows {
     /// IANA time zone used when the callee's zone is unknown (or `callee_time_zone = false`).
