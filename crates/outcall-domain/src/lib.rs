@@ -16,6 +16,7 @@ pub mod cdr;
 pub mod classify;
 pub mod dtmf;
 pub mod mask;
+pub mod metrics;
 pub mod number;
 pub mod outcome;
 pub mod reason;
