@@ -17,12 +17,14 @@
 
 pub mod access;
 pub mod campaign_admin;
+pub mod events;
 pub mod memory;
 pub mod sqlite;
 pub mod webhook;
 
 pub use access::AccessStore;
 pub use campaign_admin::{CallerIdPoolRecord, CampaignDeletion, NewCallerIdPool};
+pub use events::{EventQuery, EventStore, NewSystemEvent, SystemEvent};
 pub use webhook::{NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus};
 
 use async_trait::async_trait;
@@ -289,8 +291,9 @@ pub struct SealedNumber {
 
 /// The repository of the business layer. Every method is atomic.
 #[async_trait]
-/// Every store also keeps the access layer's tables ([`AccessStore`]).
-pub trait Store: AccessStore + Send + Sync + 'static {
+/// Every store also keeps the access layer's tables ([`AccessStore`]) and the system events
+/// ([`EventStore`]).
+pub trait Store: AccessStore + EventStore + Send + Sync + 'static {
     async fn upsert_trunk(&self, trunk: &TrunkRecord) -> Result<()>;
     async fn list_trunks(&self) -> Result<Vec<TrunkRecord>>;
 

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 mod access;
 mod campaign_admin;
+mod events;
 mod webhook;
 
 type PendingKey = (CampaignId, std::cmp::Reverse<i32>, Timestamp, ContactId);
@@ -55,6 +56,7 @@ pub struct MemoryStore {
     data: Mutex<Data>,
     access: Mutex<access::AccessData>,
     webhooks: Mutex<webhook::Outbox>,
+    events: Mutex<events::EventLog>,
 }
 
 impl MemoryStore {

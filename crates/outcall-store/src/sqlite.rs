@@ -31,6 +31,7 @@ use std::time::Duration;
 
 mod access;
 mod campaign_admin;
+mod events;
 mod webhook;
 
 /// The statements, one file each.
@@ -131,6 +132,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "caller_id_pools",
         include_str!("../migrations/sqlite/0007_caller_id_pools.sql"),
+    ),
+    (
+        8,
+        "system_events",
+        include_str!("../migrations/sqlite/0008_system_events.sql"),
     ),
 ];
 

@@ -82,6 +82,8 @@ macro_rules! store_suite {
                 campaign_spec_update_is_compare_and_set,
                 delete_campaign_removes_what_it_owns_in_one_go,
                 caller_id_pools_upsert_list_and_delete_unless_used,
+                events_append_filter_page_and_purge,
+                events_page_size_is_capped_and_bad_severity_refused,
             );
         }
     };
@@ -217,6 +219,7 @@ fn cdr(outcome: Outcome, sip_status: Option<u16>) -> Cdr {
 mod cases {
     pub use super::access_cases::*;
     pub use super::campaign_admin_cases::*;
+    pub use super::event_cases::*;
     pub use super::webhook_cases::*;
 
     /// A campaign of contacts 0..4: provinces 广东 (0, 3), 北京 (1), none (2).
@@ -2501,5 +2504,227 @@ mod campaign_admin_cases {
         assert!(!s.delete_caller_id_pool("sales").await.unwrap());
         assert_eq!(s.get_caller_id_pool("sales").await.unwrap(), None);
         assert_eq!(s.list_caller_id_pools().await.unwrap().len(), 1);
+    }
+}
+
+/// System events: append, filters, cursor paging (oldest first), page cap, retention.
+mod event_cases {
+    use super::t;
+    use jiff::Timestamp;
+    use outcall_store::events::{kind, severity, MAX_EVENTS_PAGE};
+    use outcall_store::{EventQuery, NewSystemEvent, Store, StoreError, SystemEvent};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn ev(at: Timestamp, kind: &str, subject: &str, sev: &str) -> NewSystemEvent {
+        NewSystemEvent {
+            at,
+            kind: kind.into(),
+            subject: subject.into(),
+            severity: sev.into(),
+            message: format!("{subject}: {kind}"),
+            details: json!({ "trunk": subject, "factor": 0.5, "nested": { "list": [1, "x", null] } }),
+        }
+    }
+
+    fn ids(list: &[SystemEvent]) -> Vec<i64> {
+        list.iter().map(|e| e.id).collect()
+    }
+
+    fn q() -> EventQuery {
+        EventQuery {
+            limit: 100,
+            ..EventQuery::default()
+        }
+    }
+
+    pub async fn events_append_filter_page_and_purge<S: Store>(s: Arc<S>) {
+        let input = [
+            ev(t(0), kind::TRUNK_DEGRADED, "carrier-a", severity::WARNING),
+            ev(
+                t(10),
+                kind::TRUNK_CIRCUIT_OPEN,
+                "carrier-a",
+                severity::CRITICAL,
+            ),
+            ev(t(20), kind::TRUNK_DEGRADED, "carrier-b", severity::WARNING),
+            ev(
+                t(30),
+                kind::TRUNK_CIRCUIT_HALF_OPEN,
+                "carrier-a",
+                severity::INFO,
+            ),
+            ev(
+                t(40),
+                kind::TRUNK_CIRCUIT_CLOSED,
+                "carrier-a",
+                severity::INFO,
+            ),
+            ev(t(50), kind::TRUNK_RECOVERED, "carrier-b", severity::INFO),
+        ];
+        let mut stored = Vec::new();
+        for e in &input {
+            let got = s.append_event(e).await.unwrap();
+            let want = SystemEvent {
+                id: got.id,
+                at: e.at,
+                kind: e.kind.clone(),
+                subject: e.subject.clone(),
+                severity: e.severity.clone(),
+                message: e.message.clone(),
+                details: e.details.clone(),
+            };
+            assert_eq!(got, want);
+            stored.push(got);
+        }
+        assert!(
+            stored.windows(2).all(|w| w[0].id < w[1].id),
+            "ids grow in append order"
+        );
+
+        // Everything, oldest first, exactly as appended.
+        assert_eq!(s.list_events(&q()).await.unwrap(), stored);
+
+        let by_kind = s
+            .list_events(&EventQuery {
+                kind: Some(kind::TRUNK_DEGRADED.into()),
+                ..q()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&by_kind), [stored[0].id, stored[2].id]);
+
+        let by_subject = s
+            .list_events(&EventQuery {
+                subject: Some("carrier-a".into()),
+                ..q()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&by_subject),
+            [stored[0].id, stored[1].id, stored[3].id, stored[4].id]
+        );
+
+        let both = s
+            .list_events(&EventQuery {
+                kind: Some(kind::TRUNK_DEGRADED.into()),
+                subject: Some("carrier-b".into()),
+                ..q()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&both), [stored[2].id]);
+
+        // `since` is inclusive.
+        let since = s
+            .list_events(&EventQuery {
+                since: Some(t(30)),
+                ..q()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&since), ids(&stored[3..]));
+
+        // Pages of two by cursor, with a filter.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .list_events(&EventQuery {
+                    subject: Some("carrier-a".into()),
+                    after_id: after,
+                    limit: 2,
+                    ..EventQuery::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.len() <= 2);
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|e| e.id);
+            seen.extend(ids(&page));
+        }
+        assert_eq!(seen, ids(&by_subject));
+
+        assert!(s
+            .list_events(&EventQuery {
+                kind: Some("alert.firing".into()),
+                ..q()
+            })
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Retention: strictly older than `before` goes.
+        assert_eq!(s.purge_events(t(20)).await.unwrap(), 2);
+        assert_eq!(s.list_events(&q()).await.unwrap(), stored[2..].to_vec());
+        assert_eq!(s.purge_events(t(20)).await.unwrap(), 0);
+
+        // Ids are never reused after a purge.
+        let next = s
+            .append_event(&ev(
+                t(60),
+                kind::TRUNK_DEGRADED,
+                "carrier-c",
+                severity::WARNING,
+            ))
+            .await
+            .unwrap();
+        assert!(next.id > stored.last().unwrap().id);
+    }
+
+    pub async fn events_page_size_is_capped_and_bad_severity_refused<S: Store>(s: Arc<S>) {
+        let bad = ev(t(0), kind::TRUNK_DEGRADED, "carrier-a", "fatal");
+        assert!(matches!(
+            s.append_event(&bad).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let empty_kind = ev(t(0), "", "carrier-a", severity::INFO);
+        assert!(matches!(
+            s.append_event(&empty_kind).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(s.list_events(&q()).await.unwrap().is_empty());
+
+        let n = MAX_EVENTS_PAGE as i64 + 5;
+        for i in 0..n {
+            s.append_event(&ev(
+                t(i),
+                kind::TRUNK_DEGRADED,
+                "carrier-a",
+                severity::WARNING,
+            ))
+            .await
+            .unwrap();
+        }
+        let all = EventQuery {
+            limit: 5000,
+            ..EventQuery::default()
+        };
+        let first = s.list_events(&all).await.unwrap();
+        assert_eq!(
+            first.len(),
+            MAX_EVENTS_PAGE as usize,
+            "limit capped at 1000"
+        );
+        let rest = s
+            .list_events(&EventQuery {
+                after_id: first.last().map(|e| e.id),
+                ..all
+            })
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 5);
+        // A limit of 0 still returns one event.
+        let one = s
+            .list_events(&EventQuery {
+                limit: 0,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&one), [first[0].id]);
     }
 }

@@ -1,0 +1,3 @@
+INSERT INTO system_events (at, kind, subject, severity, message, details)
+VALUES (?, ?, ?, ?, ?, ?)
+RETURNING id

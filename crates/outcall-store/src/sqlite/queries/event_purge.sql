@@ -1,0 +1,1 @@
+DELETE FROM system_events WHERE at < ?
