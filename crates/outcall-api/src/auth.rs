@@ -72,6 +72,7 @@ impl Role {
                     | P::ImportsRead
                     | P::WebhooksRead
                     | P::AuditRead
+                    | P::MetricsRead
             ),
             Role::Agent => matches!(
                 p,
@@ -130,6 +131,8 @@ permissions! {
     AuditRead = "audit:read",
     WebhooksRead = "webhooks:read",
     WebhooksWrite = "webhooks:write",
+    /// Prometheus metrics at `/metrics`.
+    MetricsRead = "metrics:read",
 }
 
 /// Hashes a password with argon2id (default parameters, random salt) into a PHC string.

@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 pub struct NewCall {
     /// The number to call, in any format the importer accepts.
     pub to: String,
+    /// The trace id of the request that placed the call (from its `traceparent` header, or
+    /// new); the call's CDR carries it.
+    #[serde(skip)]
+    pub trace_id: Option<String>,
     /// Caller ID to present; the trunk's otherwise.
     #[serde(default)]
     pub from: Option<String>,
@@ -114,6 +118,7 @@ impl CampaignService {
                         number: e164,
                         priority: 0,
                         variables: c.variables,
+                        trace_id: c.trace_id,
                     }),
                 )],
             )

@@ -44,6 +44,8 @@ pub enum ApiError {
     TooManyAttempts(u64),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::TooManyAttempts(_) => "too_many_attempts",
             ApiError::Internal(_) => "internal",
+            ApiError::Unavailable(_) => "unavailable",
         }
     }
 
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -100,7 +104,11 @@ impl From<StoreError> for ApiError {
                 ApiError::NotFound(format!("{what} {id} not found"))
             }
             StoreError::Conflict(m) => ApiError::Conflict(m),
-            other => ApiError::Internal(other.to_string()),
+            other => {
+                metrics::counter!(outcall_domain::metrics::STORE_ERRORS_TOTAL, "component" => "api")
+                    .increment(1);
+                ApiError::Internal(other.to_string())
+            }
         }
     }
 }

@@ -40,6 +40,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod campaign_admin;
+pub mod observe;
+
+pub use observe::{Check, Observability, Readiness, TraceId};
 
 /// Largest request body other than contact uploads.
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -52,6 +55,7 @@ pub struct ApiState {
     pub svc: Arc<CampaignService>,
     pub access: Arc<Access>,
     stats: Arc<StatsCache>,
+    obs: Observability,
 }
 
 /// How long a campaign's stats are served from memory. Dashboards poll; computing the counts
@@ -245,6 +249,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(add_contacts, list_contacts))
         .routes(routes!(stats))
         .routes(routes!(attempts))
+        .routes(routes!(get_attempt))
         .routes(routes!(cdrs))
         .routes(routes!(create_call))
         .routes(routes!(get_call))
@@ -271,6 +276,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_audit))
         .routes(routes!(webhook_deliveries))
         .routes(routes!(retry_webhook_delivery))
+        .routes(routes!(observe::metrics))
 }
 
 /// The OpenAPI document of the API.
@@ -289,6 +295,11 @@ struct Gate {
 /// The whole HTTP application: the API behind its permission checks, `/openapi.json`,
 /// `/docs`, `/healthz`, request ids.
 pub fn router(svc: Arc<CampaignService>, access: Arc<Access>) -> Router {
+    router_with(svc, access, Observability::default())
+}
+
+/// [`router`] with `/metrics` and `/readyz` answered by `obs`.
+pub fn router_with(svc: Arc<CampaignService>, access: Arc<Access>, obs: Observability) -> Router {
     let (api, mut doc) = api_router().split_for_parts();
     utoipa::Modify::modify(&Conventions, &mut doc);
     let table = table_of(&doc)
@@ -304,6 +315,7 @@ pub fn router(svc: Arc<CampaignService>, access: Arc<Access>) -> Router {
     let stats = Arc::new(StatsCache::default());
     api.route_layer(middleware::from_fn_with_state(gate, authorize))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(observe::readyz))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -325,8 +337,14 @@ pub fn router(svc: Arc<CampaignService>, access: Arc<Access>) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(stats.clone(), forget_stats))
+        .layer(middleware::from_fn(observe::track))
         .layer(middleware::from_fn(request_id))
-        .with_state(ApiState { svc, access, stats })
+        .with_state(ApiState {
+            svc,
+            access,
+            stats,
+            obs,
+        })
 }
 
 /// A request that may change something drops the cached stats.
@@ -515,6 +533,46 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::InvalidRequest(e.body_text()))
+}
+
+/// Attempts as JSON, each with its time by phase (`breakdown`) when it has a CDR.
+fn with_breakdown(list: &[outcall_store::AttemptRecord]) -> Result<serde_json::Value, ApiError> {
+    let mut rows = to_value(&list)?;
+    if let Some(rows) = rows.as_array_mut() {
+        for (row, a) in rows.iter_mut().zip(list) {
+            row["breakdown"] = to_value(&a.cdr.as_ref().map(|c| c.breakdown()))?;
+        }
+    }
+    Ok(rows)
+}
+
+/// One attempt with its CDR and where its time went: queue wait, dispatch, SIP setup, ring,
+/// talk (milliseconds). The CDR's `trace_id` finds its logs and exported spans.
+#[utoipa::path(get, path = "/v1/attempts/{id}", tag = "cdrs",
+    security(("bearer" = ["cdrs:read"])),
+    params(("id" = i64, Path, description = "attempt id")),
+    responses((status = 200, description = "the attempt, its CDR and `breakdown`",
+        body = serde_json::Value)))]
+async fn get_attempt(
+    State(st): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = id(&raw)?;
+    let filter = outcall_store::AttemptQuery {
+        after: id.saturating_sub(1),
+        limit: 1,
+        ..Default::default()
+    };
+    let found = st
+        .svc
+        .store
+        .query_attempts(&filter)
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("attempt {id} not found")))?;
+    let mut rows = with_breakdown(std::slice::from_ref(&found))?;
+    Ok(Json(rows[0].take()).into_response())
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
@@ -1002,6 +1060,7 @@ async fn cdrs(
         } else {
             None
         };
+        let rows = with_breakdown(&rows)?;
         return Ok(Json(serde_json::json!({ "cdrs": rows, "next_after": next })).into_response());
     }
     if !caller.role.allows(Permission::CdrsExport) {
@@ -1106,7 +1165,7 @@ async fn attempts(
     } else {
         None
     };
-    let mut rows = to_value(&list)?;
+    let mut rows = with_breakdown(&list)?;
     if q.unmask {
         let ids: Vec<i64> = list.iter().map(|a| a.contact_id).collect();
         let numbers = st.svc.clear_numbers(ids).await?;
@@ -1151,6 +1210,7 @@ async fn import_job(State(s): Svc, Path(raw): Path<String>) -> Result<Response, 
 async fn create_call(
     State(st): State<ApiState>,
     caller: Caller,
+    trace: Option<axum::Extension<TraceId>>,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -1162,7 +1222,8 @@ async fn create_call(
         "POST /v1/calls",
         &b,
         || async {
-            let c: crate::calls::NewCall = json(&b)?;
+            let mut c: crate::calls::NewCall = json(&b)?;
+            c.trace_id = trace.map(|t| t.0 .0);
             let call = st.svc.create_call(c).await?;
             st.access
                 .audit(

@@ -30,6 +30,9 @@ pub struct ContactInput {
     pub priority: i32,
     #[serde(default)]
     pub variables: serde_json::Map<String, serde_json::Value>,
+    /// The trace id its calls carry (set by the API for single calls, never by an import).
+    #[serde(skip)]
+    pub trace_id: Option<String>,
 }
 
 /// The blacklist entries of one import: exact numbers by blind index, prefixes in a list.
@@ -108,6 +111,25 @@ pub struct ImportReport {
     pub dedup_filter_bytes: u64,
     /// The first rejected rows with their reasons.
     pub errors: Vec<RowError>,
+}
+
+impl ImportReport {
+    /// Adds this import's rows to `outcall_import_rows_total`.
+    fn count_metrics(&self) {
+        for (result, n) in [
+            ("added", self.added),
+            ("duplicate", self.duplicates),
+            ("invalid", self.invalid),
+            ("blacklisted", self.blacklisted),
+            ("known_empty", self.known_empty),
+            ("filtered", self.filtered),
+        ] {
+            if n > 0 {
+                metrics::counter!(outcall_domain::metrics::IMPORT_ROWS_TOTAL, "result" => result)
+                    .increment(n);
+            }
+        }
+    }
 }
 
 /// What an erasure did.
@@ -372,6 +394,7 @@ impl CampaignService {
         if let Some(s) = &self.scheduler {
             s.reload(id);
         }
+        report.count_metrics();
         Ok(report)
     }
 
@@ -457,6 +480,7 @@ impl CampaignService {
                 },
                 None => outcall_store::Region::default(),
             },
+            trace_id: r.trace_id,
         };
         Ok((nc, e164))
     }
@@ -540,6 +564,7 @@ impl CampaignService {
                         number: number.to_string(),
                         priority,
                         variables,
+                        trace_id: None,
                     }),
                 )
             }
@@ -960,6 +985,7 @@ fn json_row(v: serde_json::Value) -> Result<ContactInput, String> {
                 number,
                 priority: 0,
                 variables: Default::default(),
+                trace_id: None,
             })
         }
         Value::Object(o) => o,
@@ -1010,6 +1036,7 @@ fn json_row(v: serde_json::Value) -> Result<ContactInput, String> {
         number,
         priority,
         variables,
+        trace_id: None,
     })
 }
 

@@ -18,6 +18,7 @@
 //!
 //! Payloads hold the masked number only (`+86138****5678`), like CDRs.
 
+use outcall_domain::metrics as M;
 use crate::error::ApiError;
 use crate::service::CampaignService;
 use axum::extract::rejection::QueryRejection;
@@ -368,6 +369,7 @@ async fn sink_task(
                     delay *= 2;
                 }
                 Err(e) => {
+                    metrics::counter!(M::BUS_ERRORS_TOTAL, "component" => "webhook").increment(1);
                     warn!(error = %e, event = %row.event_id, "cannot queue a webhook: dropped")
                 }
             }
@@ -576,6 +578,7 @@ impl WebhookDispatcher {
         let (error, http_status) = match res {
             Ok(r) if r.status().is_success() => {
                 let code = r.status().as_u16();
+                metrics::counter!(M::WEBHOOK_DELIVERIES_TOTAL, "result" => "delivered").increment(1);
                 match self.store.webhook_delivered(d.id, now, code).await {
                     Ok(()) => debug!(delivery = d.id, status = code, "webhook delivered"),
                     // Left pending: the lease runs out and it is sent again (same event id).
@@ -594,6 +597,8 @@ impl WebhookDispatcher {
             http_status,
             retry_at,
         };
+        let result = if retry_at.is_some() { "retry" } else { "failed" };
+        metrics::counter!(M::WEBHOOK_DELIVERIES_TOTAL, "result" => result).increment(1);
         match self.store.webhook_failed(d.id, &failure).await {
             Ok(WebhookStatus::Failed) => warn!(
                 delivery = d.id,

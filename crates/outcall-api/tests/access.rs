@@ -1029,6 +1029,7 @@ async fn stats_are_shared_for_a_second_and_dropped_by_any_change() {
         priority: 0,
         variables: json!({}),
         region: Default::default(),
+        trace_id: None,
     };
     n.store
         .add_contacts(id, &[contact], jiff::Timestamp::now())

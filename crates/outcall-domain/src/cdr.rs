@@ -25,6 +25,9 @@ pub struct Cdr {
     pub sip_status: Option<u16>,
     pub q850_cause: Option<u16>,
     pub queued_at_ms: Option<u64>,
+    /// When the scheduler dispatched the attempt (took its pacing slots).
+    #[serde(default)]
+    pub dispatched_at_ms: Option<u64>,
     pub invite_at_ms: Option<u64>,
     pub ring_at_ms: Option<u64>,
     pub early_media_at_ms: Option<u64>,
@@ -57,6 +60,7 @@ pub struct CdrContext {
     pub caller_id: String,
     pub callee_masked: String,
     pub queued_at_ms: Option<u64>,
+    pub dispatched_at_ms: Option<u64>,
     pub first_response_at_ms: Option<u64>,
     pub dtmf: String,
     pub recording: Option<String>,
@@ -95,6 +99,7 @@ impl Cdr {
             sip_status: e.final_status,
             q850_cause: e.q850_cause,
             queued_at_ms: ctx.queued_at_ms,
+            dispatched_at_ms: ctx.dispatched_at_ms,
             invite_at_ms: call.invite_at_ms,
             ring_at_ms: call.ring_at_ms,
             early_media_at_ms: call.early_media_at_ms,
@@ -112,6 +117,38 @@ impl Cdr {
             rtp_packets_lost: ctx.rtp_packets_lost,
         }
     }
+
+    /// Where the attempt's time went, phase by phase (milliseconds; `None` for a phase the
+    /// call did not reach or a time that was not recorded).
+    pub fn breakdown(&self) -> Breakdown {
+        let span = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        // Ringing ends at the answer, or at the end of a call that was never answered.
+        let ring_end = self.answer_at_ms.or(self.end_at_ms);
+        Breakdown {
+            queue_wait_ms: span(self.queued_at_ms, self.dispatched_at_ms),
+            dispatch_ms: span(self.dispatched_at_ms, self.invite_at_ms),
+            sip_setup_ms: self.setup_ms,
+            ring_ms: span(self.ring_at_ms, ring_end),
+            talk_ms: span(self.answer_at_ms, self.end_at_ms),
+            total_ms: span(self.queued_at_ms.or(self.invite_at_ms), self.end_at_ms),
+        }
+    }
+}
+
+/// An attempt's time by phase: waiting in the queue after its due time, from dispatch to the
+/// INVITE, SIP setup (INVITE to the first response), ringing, talking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Breakdown {
+    pub queue_wait_ms: Option<u64>,
+    pub dispatch_ms: Option<u64>,
+    pub sip_setup_ms: Option<u64>,
+    pub ring_ms: Option<u64>,
+    pub talk_ms: Option<u64>,
+    pub total_ms: Option<u64>,
 }
 
 #[cfg(test)]
@@ -136,10 +173,23 @@ mod tests {
         let ctx = CdrContext {
             attempt_id: "a1".into(),
             callee_masked: "138****5678".into(),
+            queued_at_ms: Some(9_000),
+            dispatched_at_ms: Some(9_400),
             first_response_at_ms: Some(10_020),
             ..Default::default()
         };
         let cdr = Cdr::from_call(&c, &Classifier::default(), ctx);
+        assert_eq!(
+            cdr.breakdown(),
+            Breakdown {
+                queue_wait_ms: Some(400),
+                dispatch_ms: Some(600),
+                sip_setup_ms: Some(20),
+                ring_ms: Some(1_950),
+                talk_ms: Some(5_001),
+                total_ms: Some(8_001),
+            }
+        );
         assert_eq!(cdr.outcome, Outcome::AnsweredHuman);
         assert_eq!(cdr.final_state, CallState::Completed);
         assert_eq!(cdr.sip_status, Some(200));

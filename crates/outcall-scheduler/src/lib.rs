@@ -11,17 +11,24 @@
 //! call ends its outcome goes through the campaign's retry policy: the contact comes back with
 //! a new due time, or is done.
 //!
+//! Trunks that fail calls are slowed down (their rate follows a factor cut on failures and
+//! raised again gradually) and, after failures in a row, skipped for a while behind a circuit
+//! breaker; each change is a system event in the store ([`health`]).
+//!
 //! Nothing lives only in memory: on start, attempts left open by a crash are closed as
 //! `failed` with cause `node_restart` and rescheduled by the policy, and the wheel is rebuilt
 //! from the store.
 
 pub mod clock;
 pub mod events;
+pub mod health;
 pub mod pacer;
 mod scheduler;
 
 pub use clock::Clock;
 pub use events::{CallEventSink, StatusEvent};
+pub use health::{Circuit, DegradationConfig};
 pub use scheduler::{
     start, CampaignLive, SchedulerConfig, SchedulerDeps, SchedulerError, SchedulerHandle,
+    TrunkHealthView,
 };

@@ -80,6 +80,21 @@ impl TokenBucket {
     pub fn set_rate(&mut self, rate: f64) {
         *self = TokenBucket::new(rate, 1.0);
     }
+
+    /// Calls per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Changes the rate without forgetting what was taken: the tokens left (up to the new
+    /// bucket size) and the calls of the last second stay.
+    pub fn retune(&mut self, rate: f64, now: Instant) {
+        self.refill(now);
+        self.rate = rate.max(1e-6);
+        self.burst = (self.rate / 50.0).max(1.0);
+        self.tokens = self.tokens.min(self.burst);
+        self.window_cap = (self.rate.floor() as usize).clamp(1, 1_000_000);
+    }
 }
 
 /// Concurrency and rate limits of one campaign, trunk or the whole node.
@@ -121,6 +136,17 @@ impl Pacer {
 
     pub fn finish(&mut self) {
         self.active = self.active.saturating_sub(1);
+    }
+
+    /// New limits (`cps` `None`: no rate limit). An unchanged rate keeps its bucket as it is.
+    pub fn set_limits(&mut self, max_concurrent: u32, cps: Option<f64>, now: Instant) {
+        self.max_concurrent = max_concurrent;
+        match (cps, &mut self.bucket) {
+            (None, b) => *b = None,
+            (Some(r), Some(b)) if b.rate() == r.max(1e-6) => {}
+            (Some(r), Some(b)) => b.retune(r, now),
+            (Some(r), b) => *b = Some(TokenBucket::new(r, 1.0)),
+        }
     }
 }
 
@@ -164,6 +190,25 @@ mod tests {
         }
         let first_ms = times.iter().take_while(|t| **t == t0).count();
         assert!(first_ms <= 20, "a burst is at most 20 ms worth: {first_ms}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_limits_keep_what_was_taken() {
+        let mut p = Pacer::new(10, Some(10.0));
+        let t0 = Instant::now();
+        p.start(t0);
+        // Slower: the token just taken is not given back.
+        p.set_limits(2, Some(1.0), t0);
+        assert_eq!(p.max_concurrent, 2);
+        let wait = p.check(t0).unwrap_err().unwrap();
+        assert!(wait > Duration::from_millis(900), "{wait:?}");
+        assert_eq!(p.check(t0 + Duration::from_secs(1)), Ok(()));
+        // The same rate again changes nothing; no rate lifts the limit.
+        p.start(t0 + Duration::from_secs(1));
+        p.set_limits(2, Some(1.0), t0 + Duration::from_secs(1));
+        assert!(p.check(t0 + Duration::from_secs(1)).is_err());
+        p.set_limits(u32::MAX, None, t0 + Duration::from_secs(1));
+        assert_eq!(p.check(t0 + Duration::from_secs(1)), Ok(()));
     }
 
     #[tokio::test(start_paused = true)]

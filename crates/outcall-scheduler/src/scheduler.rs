@@ -2,6 +2,7 @@
 
 use crate::clock::Clock;
 use crate::events::{CallEventSink, StatusEvent};
+use crate::health::{DegradationConfig, TrunkHealth};
 use crate::pacer::Pacer;
 use jiff::Timestamp;
 use outcall_domain::campaign::{
@@ -27,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 use tracing::{debug, info, warn};
 
+mod degrade;
+pub use degrade::TrunkHealthView;
+
 /// Scheduler settings.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -42,6 +46,8 @@ pub struct SchedulerConfig {
     pub recordings_dir: Option<PathBuf>,
     /// How long a learned number status (空号 and others) is trusted.
     pub number_status_ttl: Duration,
+    /// Automatic degradation and circuit breaking of trunks that fail.
+    pub degradation: DegradationConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -53,6 +59,7 @@ impl Default for SchedulerConfig {
             lookahead: Duration::from_secs(2),
             recordings_dir: None,
             number_status_ttl: Duration::from_secs(90 * 86400),
+            degradation: DegradationConfig::default(),
         }
     }
 }
@@ -104,6 +111,9 @@ enum Msg {
         campaign: CampaignId,
         trunk: String,
         contact: ContactId,
+        /// For the trunk's health: `Some(true)` the trunk failed the call, `Some(false)` it
+        /// carried it, `None` no call reached it.
+        trunk_fault: Option<bool>,
     },
     Shutdown {
         deadline: Duration,
@@ -116,6 +126,7 @@ enum Msg {
 pub struct SchedulerHandle {
     tx: mpsc::UnboundedSender<Msg>,
     live: LiveMap,
+    health: degrade::HealthViews,
 }
 
 impl SchedulerHandle {
@@ -127,6 +138,17 @@ impl SchedulerHandle {
     /// Tells the scheduler that trunks changed.
     pub fn reload_trunks(&self) {
         let _ = self.tx.send(Msg::ReloadTrunks);
+    }
+
+    /// Whether the scheduler task is still running.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Every trunk's health (rate factor, circuit, failures over the window), by name.
+    pub fn trunk_health(&self) -> Vec<TrunkHealthView> {
+        let views = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        views.values().cloned().collect()
     }
 
     /// Live figures of a campaign.
@@ -213,6 +235,7 @@ struct CampaignRt {
 struct TrunkRt {
     config: Arc<TrunkConfig>,
     pacer: Pacer,
+    health: TrunkHealth,
 }
 
 struct Scheduler {
@@ -234,6 +257,7 @@ struct Scheduler {
     opening: Arc<Mutex<HashMap<Vec<u8>, u32>>>,
     wake: Option<Instant>,
     draining: bool,
+    health: degrade::HealthRt,
 }
 
 /// Reconciles attempts left open by a previous run, then starts the scheduler task.
@@ -244,6 +268,8 @@ pub async fn start(
     reconcile(&deps).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let live: LiveMap = Arc::default();
+    let health = degrade::HealthRt::start(cfg.degradation, deps.store.clone());
+    let health_views = health.views.clone();
     let mut s = Scheduler {
         global: Pacer::new(cfg.max_concurrent, None),
         deps,
@@ -260,6 +286,7 @@ pub async fn start(
         opening: Arc::default(),
         wake: None,
         draining: false,
+        health,
     };
     s.reload_trunks().await;
     for c in s.deps.store.list_campaigns().await? {
@@ -268,7 +295,11 @@ pub async fn start(
         }
     }
     tokio::spawn(s.run());
-    Ok(SchedulerHandle { tx, live })
+    Ok(SchedulerHandle {
+        tx,
+        live,
+        health: health_views,
+    })
 }
 
 /// Attempts still open belong to calls that died with the previous process: close them as
@@ -421,21 +452,15 @@ impl Scheduler {
                 for t in list {
                     match serde_json::from_value::<TrunkConfig>(t.config) {
                         Ok(cfg) => {
-                            let max = cfg.max_concurrent.unwrap_or(u32::MAX);
                             match self.trunks.get_mut(&t.name) {
                                 Some(rt) => {
-                                    rt.pacer.max_concurrent = max;
+                                    // Limits as configured, scaled while degraded.
                                     rt.config = Arc::new(cfg);
+                                    rt.apply_limits(Instant::now());
                                 }
                                 None => {
-                                    let pacer = Pacer::new(max, cfg.max_cps);
-                                    self.trunks.insert(
-                                        t.name,
-                                        TrunkRt {
-                                            config: Arc::new(cfg),
-                                            pacer,
-                                        },
-                                    );
+                                    let rt = TrunkRt::new(&t.name, cfg, self.cfg.degradation);
+                                    self.trunks.insert(t.name, rt);
                                 }
                             }
                         }
@@ -458,9 +483,10 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
-                    Some(Msg::Finished { campaign, trunk, contact }) => {
+                    Some(Msg::Finished { campaign, trunk, contact, trunk_fault }) => {
                         self.starting.remove(&contact);
                         self.on_finished(campaign, &trunk);
+                        self.note_finished(&trunk, contact, trunk_fault);
                     }
                     Some(Msg::Reload(id)) => self.reload(id).await,
                     Some(Msg::ReloadTrunks) => self.reload_trunks().await,
@@ -532,6 +558,8 @@ impl Scheduler {
     }
 
     async fn refill(&mut self) {
+        metrics::gauge!(outcall_domain::metrics::QUEUE_LOADED)
+            .set((self.wheel.len() + self.ready.len()) as f64);
         let ids: Vec<CampaignId> = self
             .campaigns
             .iter()
@@ -651,6 +679,7 @@ impl Scheduler {
     }
 
     async fn dispatch(&mut self) {
+        self.health_tick(Instant::now());
         let mut skipped: Vec<Task> = Vec::new();
         let mut blocked: HashSet<CampaignId> = HashSet::new();
         let mut wake: Option<Instant> = None;
@@ -679,7 +708,7 @@ impl Scheduler {
                 if !w.is_open(now, &tz) {
                     let next = w.next_opening(now, &tz);
                     self.bump(cid, |l| l.deferred_window += 1);
-                    metrics::counter!("outcall_tasks_deferred_total", "reason" => "window")
+                    metrics::counter!(outcall_domain::metrics::DEFERRED_TOTAL, "reason" => "window")
                         .increment(1);
                     match next {
                         Some(next) => {
@@ -713,6 +742,14 @@ impl Scheduler {
             let mut chosen = None;
             for name in &rt.campaign.spec.trunks {
                 if let Some(tr) = self.trunks.get_mut(name) {
+                    // Circuit open: not before it half-opens (wake then); half-open with its
+                    // probe out: not before the probe ends.
+                    if let Err(wait) = tr.health.admits(now_i) {
+                        if let Some(d) = wait {
+                            soonest(d);
+                        }
+                        continue;
+                    }
                     match tr.pacer.check(now_i) {
                         Ok(()) => {
                             chosen = Some(name.clone());
@@ -764,7 +801,7 @@ impl Scheduler {
             }
             if let Some(until) = capped {
                 self.bump(cid, |l| l.deferred_cap += 1);
-                metrics::counter!("outcall_tasks_deferred_total", "reason" => "frequency_cap")
+                metrics::counter!(outcall_domain::metrics::DEFERRED_TOTAL, "reason" => "frequency_cap")
                     .increment(1);
                 if let Err(e) = self.deps.store.defer_contact(t.contact.id, until).await {
                     warn!(error = %e, "cannot defer contact");
@@ -774,6 +811,7 @@ impl Scheduler {
             }
             self.unload(&t);
             self.starting.insert(t.contact.id);
+            self.note_dispatch(&trunk_name, t.contact.id, now_i);
             self.launch(t, trunk_name, now, now_i);
         }
         for t in skipped {
@@ -801,8 +839,13 @@ impl Scheduler {
         tr.pacer.start(now_i);
         self.global.start(now_i);
         let latency = now.duration_since(t.contact.due_at).as_secs_f64().max(0.0);
-        metrics::histogram!("outcall_dispatch_latency_seconds").record(latency);
-        metrics::counter!("outcall_tasks_dispatched_total").increment(1);
+        metrics::histogram!(outcall_domain::metrics::DISPATCH_SECONDS).record(latency);
+        metrics::counter!(
+            outcall_domain::metrics::ATTEMPTS_TOTAL,
+            "trunk" => trunk_name.clone(),
+            "campaign" => cid.to_string()
+        )
+        .increment(1);
         {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
             let l = live.entry(cid).or_default();
@@ -824,6 +867,8 @@ impl Scheduler {
         req.ring_timeout = Duration::from_secs(spec.ring_timeout_secs);
         req.max_duration = Duration::from_secs(spec.max_duration_secs);
         req.queued_at_ms = Some(contact.due_at.as_millisecond().max(0) as u64);
+        req.dispatched_at_ms = Some(now.as_millisecond().max(0) as u64);
+        req.campaign = Some(cid);
         req.cancel = rt.cancel.child_token();
         let record_dir = match (spec.record, &self.cfg.recordings_dir) {
             (true, Some(dir)) => Some(dir.join(cid.to_string())),
@@ -855,16 +900,30 @@ impl Scheduler {
                     }
                 }
             }
+            let mut trunk_fault = None;
             match begun {
                 Ok(Some(start)) => {
                     req.attempt_id = start.attempt_id.to_string();
-                    req.trace_id = format!("c{cid}-a{}", start.attempt_id);
+                    // A single call keeps its API request's trace; other attempts start one.
+                    req.trace_id = contact
+                        .trace_id
+                        .clone()
+                        .filter(|t| outcall_telephony::trace::is_trace_id(t))
+                        .unwrap_or_else(outcall_telephony::trace::new_trace_id);
                     if let Some(d) = record_dir {
                         if std::fs::create_dir_all(&d).is_ok() {
                             req.record_to = Some(d.join(format!("{}.wav", start.attempt_id)));
                         }
                     }
-                    run_attempt(deps, req, contact, start, retry, learn).await;
+                    let span = tracing::info_span!(
+                        "attempt",
+                        trace_id = %req.trace_id,
+                        campaign = cid,
+                        attempt = start.attempt_id,
+                    );
+                    outcall_telephony::trace::link(&span, &req.trace_id);
+                    let attempt = run_attempt(deps, req, contact, start, retry, learn);
+                    trunk_fault = tracing::Instrument::instrument(attempt, span).await;
                 }
                 Ok(None) => debug!(contact = contact_id, "contact no longer pending"),
                 Err(e) => warn!(contact = contact_id, error = %e, "cannot open attempt"),
@@ -873,6 +932,7 @@ impl Scheduler {
                 campaign: cid,
                 trunk: trunk_name,
                 contact: contact_id,
+                trunk_fault,
             });
         });
     }
@@ -892,7 +952,7 @@ async fn run_attempt(
     start: outcall_store::AttemptStart,
     retry: outcall_domain::campaign::RetryPolicy,
     learn: Learn,
-) {
+) -> Option<bool> {
     let (outcome, cdr, cause) = match deps.vault.decrypt(&contact.number_enc) {
         Ok(number) => {
             let since = deps
@@ -976,6 +1036,10 @@ async fn run_attempt(
         }
         _ => ContactNext::Done { outcome },
     };
+    // For the trunk's health: only a call that was placed says something about the trunk.
+    let trunk_fault = cdr
+        .as_ref()
+        .and_then(|c| crate::health::trunk_fault(outcome, c.sip_status));
     let mut delay = Duration::from_millis(50);
     for _ in 0..8 {
         match deps
@@ -991,11 +1055,11 @@ async fn run_attempt(
                     e.cdr = cdr;
                     sink.emit(e);
                 }
-                return;
+                return trunk_fault;
             }
             Err(StoreError::Conflict(m)) => {
                 warn!(attempt = start.attempt_id, error = %m, "attempt already closed");
-                return;
+                return trunk_fault;
             }
             Err(e) => {
                 warn!(attempt = start.attempt_id, error = %e, "cannot record attempt, retrying");
@@ -1004,6 +1068,7 @@ async fn run_attempt(
             }
         }
     }
+    trunk_fault
 }
 
 /// An event of this attempt, without the `completed` details.

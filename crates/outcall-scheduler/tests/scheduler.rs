@@ -256,6 +256,7 @@ impl Env {
                 priority: *prio,
                 variables: serde_json::json!({}),
                 region: Default::default(),
+                trace_id: None,
             })
             .collect();
         self.store
@@ -913,6 +914,7 @@ async fn status_events_follow_each_attempt_from_initiated_to_completed() {
         priority: 0,
         variables: serde_json::json!({}),
         region: Default::default(),
+        trace_id: None,
     };
     env.store
         .add_contacts(c, &[garbled], env.clock.now())
@@ -1068,4 +1070,374 @@ async fn an_attempt_closed_after_a_crash_completes_with_node_restart() {
         kinds[retry],
         ["initiated", "ringing", "answered", "completed"]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trunk health: degradation and the circuit breaker
+
+/// How a trunk of [`Flaky`] treats calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// Every call answered.
+    Healthy,
+    /// Every call fails (trunk error and congestion in turn, SIP 503).
+    Down,
+    /// Calls 0, 1, 2 of every 5 the trunk carries fail: 60 %, never five in a row.
+    ThreeInFive,
+}
+
+/// A call engine whose trunks fail as the test says, holding every call for `hold`.
+struct Flaky {
+    clock: Clock,
+    hold: Duration,
+    modes: Mutex<HashMap<String, Mode>>,
+    carried: Mutex<HashMap<String, usize>>,
+    dialed: Mutex<Vec<Dialed>>,
+}
+
+impl Flaky {
+    fn new(clock: Clock, hold: Duration) -> Arc<Self> {
+        Arc::new(Flaky {
+            clock,
+            hold,
+            modes: Mutex::default(),
+            carried: Mutex::default(),
+            dialed: Mutex::default(),
+        })
+    }
+    fn set(&self, trunk: &str, mode: Mode) {
+        self.modes.lock().unwrap().insert(trunk.into(), mode);
+    }
+    fn dialed(&self) -> Vec<Dialed> {
+        self.dialed.lock().unwrap().clone()
+    }
+}
+
+impl CallEngine for Flaky {
+    fn place_call(
+        &self,
+        req: CallRequest,
+        _updates: Option<UnboundedSender<CallUpdate>>,
+    ) -> BoxFuture<'_, CallReport> {
+        Box::pin(async move {
+            let trunk = req.trunk.name.clone();
+            self.dialed.lock().unwrap().push(Dialed {
+                at: Instant::now(),
+                wall: self.clock.now(),
+                to: req.to.clone(),
+                from: req.caller_id.clone(),
+                trunk: trunk.clone(),
+                updates: false,
+            });
+            let i = {
+                let mut c = self.carried.lock().unwrap();
+                let n = c.entry(trunk.clone()).or_default();
+                *n += 1;
+                *n - 1
+            };
+            let mode = self
+                .modes
+                .lock()
+                .unwrap()
+                .get(&trunk)
+                .copied()
+                .unwrap_or(Mode::Healthy);
+            let fails = match mode {
+                Mode::Healthy => false,
+                Mode::Down => true,
+                Mode::ThreeInFive => i % 5 < 3,
+            };
+            tokio::time::sleep(self.hold).await;
+            let at = self.clock.now().as_millisecond() as u64;
+            let cdr = if fails {
+                let outcome = if i % 2 == 0 {
+                    Outcome::TrunkError
+                } else {
+                    Outcome::Congestion
+                };
+                let mut cdr = cdr_for(outcome, at);
+                cdr.sip_status = Some(503);
+                cdr
+            } else {
+                cdr_for(Outcome::AnsweredHuman, at)
+            };
+            CallReport {
+                transitions: vec![],
+                cdr,
+            }
+        })
+    }
+}
+
+impl Env {
+    async fn trunk(&self, name: &str, max_concurrent: Option<u32>, max_cps: Option<f64>) {
+        let mut t = TrunkConfig::new(name, "127.0.0.1", 5060, SipTransport::Udp);
+        t.max_concurrent = max_concurrent;
+        t.max_cps = max_cps;
+        self.store.upsert_trunk(&trunk_record(&t)).await.unwrap();
+    }
+
+    /// A running campaign on `trunks` with `count` contacts and no retries.
+    async fn running(&self, trunks: &[&str], max_cps: f64, count: u32) -> i64 {
+        let c = self
+            .campaign(serde_json::json!({
+                "trunks": trunks, "max_cps": max_cps, "retry": { "rules": {} }
+            }))
+            .await;
+        let numbers: Vec<String> = (0..count).map(n).collect();
+        let list: Vec<(&str, i32, Option<&str>)> =
+            numbers.iter().map(|s| (s.as_str(), 0, None)).collect();
+        self.add(c, &list).await;
+        self.act(c, LifecycleAction::Start).await;
+        c
+    }
+
+    async fn start_with(&mut self, engine: Arc<dyn CallEngine>) -> Instant {
+        let deps = SchedulerDeps {
+            store: self.store.clone(),
+            engine,
+            vault: self.vault.clone(),
+            clock: self.clock,
+            events: None,
+        };
+        self.handle = Some(start(deps, SchedulerConfig::default()).await.unwrap());
+        Instant::now()
+    }
+
+    async fn system_events(&self) -> Vec<outcall_store::SystemEvent> {
+        let q = outcall_store::EventQuery {
+            limit: 1000,
+            ..Default::default()
+        };
+        outcall_store::EventStore::list_events(&*self.store, &q)
+            .await
+            .unwrap()
+    }
+}
+
+/// Seconds since `t0`.
+fn since(t0: Instant, d: &Dialed) -> f64 {
+    (d.at - t0).as_secs_f64()
+}
+
+/// Dials within [from, to) seconds after `t0`.
+fn dials_between(d: &[Dialed], t0: Instant, from: f64, to: f64) -> Vec<&Dialed> {
+    d.iter()
+        .filter(|x| (from..to).contains(&since(t0, x)))
+        .collect()
+}
+
+async fn until(t0: Instant, secs: f64) {
+    tokio::time::sleep_until(t0 + Duration::from_secs_f64(secs)).await;
+}
+
+fn kinds(events: &[outcall_store::SystemEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+/// Seconds after `start` at which an event happened.
+fn event_secs(start: Timestamp, e: &outcall_store::SystemEvent) -> f64 {
+    e.at.duration_since(start).as_secs_f64()
+}
+
+fn assert_near(got: f64, want: f64, what: &str) {
+    assert!((got - want).abs() < 0.05, "{what}: {got} s, expected {want} s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_trunk_opens_its_circuit_probes_after_open_secs_and_closes_on_success() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    env.trunk("dead", Some(1), None).await;
+    let c = env.running(&["dead"], 1000.0, 200).await;
+    let engine = Flaky::new(env.clock, Duration::from_secs(1));
+    engine.set("dead", Mode::Down);
+    let start_wall = env.clock.now();
+    let t0 = env.start_with(engine.clone()).await;
+
+    // One call at a time, each failing after 1 s: five failures by t = 5 s open the circuit.
+    until(t0, 34.9).await;
+    let d = engine.dialed();
+    let at: Vec<f64> = d.iter().map(|x| since(t0, x)).collect();
+    assert_eq!(at.len(), 5, "nothing dispatched while open: {at:?}");
+    for (i, a) in at.iter().enumerate() {
+        assert_near(*a, i as f64, "failing call");
+    }
+    let h = env.handle().trunk_health();
+    assert_eq!(h.len(), 2, "t1 and dead: {h:?}");
+    let dead = h.iter().find(|v| v.trunk == "dead").unwrap();
+    assert_eq!(dead.circuit, outcall_scheduler::Circuit::Open);
+    assert_eq!(dead.factor, 0.1);
+    // The campaign waits: its contacts stay pending, none is marked failed for it.
+    let counts = env.store.campaign_counts(c).await.unwrap();
+    assert_eq!(counts.attempts, 5);
+    assert_eq!(counts.contacts.get("pending"), Some(&195));
+    assert_eq!(env.status(c).await, CampaignStatus::Running);
+
+    // Half-open after 30 s: exactly one probe, which fails: open again for 60 s.
+    until(t0, 95.9).await;
+    let d = engine.dialed();
+    assert_eq!(d.len(), 6, "one probe while half-open");
+    assert_near(since(t0, &d[5]), 35.0, "first probe");
+
+    // The trunk is back before the second probe; the probe's success closes the circuit.
+    engine.set("dead", Mode::Healthy);
+    until(t0, 240.0).await;
+    let d = engine.dialed();
+    assert_near(since(t0, &d[6]), 96.0, "second probe");
+    let after: Vec<f64> = d[6..].iter().map(|x| since(t0, x)).collect();
+    // Traffic comes back gradually: at 10 % of the measured 1 call/s first, then faster, until
+    // one channel is busy all the time again (one call per second).
+    let first_gap = after[2] - after[1];
+    assert!(first_gap >= 5.0, "slow start after closing: {after:?}");
+    let tail = dials_between(&d, t0, 220.0, 240.0).len();
+    assert!((19..=21).contains(&tail), "full rate again: {tail} calls in 20 s");
+
+    let ev = env.system_events().await;
+    assert_eq!(
+        kinds(&ev),
+        [
+            "trunk.circuit_open",
+            "trunk.degraded",
+            "trunk.circuit_half_open",
+            "trunk.circuit_open",
+            "trunk.circuit_half_open",
+            "trunk.circuit_closed",
+            "trunk.recovered",
+        ]
+    );
+    assert!(ev.iter().all(|e| e.subject == "dead"));
+    let secs: Vec<f64> = ev.iter().map(|e| event_secs(start_wall, e)).collect();
+    for (got, want) in secs.iter().zip([5.0, 5.0, 35.0, 36.0, 96.0, 97.0]) {
+        assert_near(*got, want, "event time");
+    }
+    assert!(secs[6] > 180.0 && secs[6] < 200.0, "recovered: {secs:?}");
+    assert_eq!(ev[0].severity, "critical");
+    assert_eq!(ev[0].details["open_secs"], 30);
+    assert_eq!(ev[3].details["open_secs"], 60);
+    assert_eq!(ev[1].details["factor"], 0.1);
+    assert_eq!(ev[6].details["factor"], 1.0);
+    assert_eq!(ev[0].details["samples"], 5);
+    assert_eq!(ev[0].details["failure_ratio"], 1.0);
+    // Events name the trunk, never a number.
+    let text = serde_json::to_string(&ev).unwrap();
+    assert!(!text.contains("+86138"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_campaign_moves_its_calls_to_the_healthy_trunk_while_the_other_is_open() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    env.trunk("a", None, Some(2.0)).await;
+    env.trunk("b", None, None).await;
+    env.running(&["a", "b"], 4.0, 400).await;
+    // Calls end between dispatches (1.1 s), so no result coincides with a dispatch.
+    let engine = Flaky::new(env.clock, Duration::from_millis(1100));
+    engine.set("a", Mode::Down);
+    let t0 = env.start_with(engine.clone()).await;
+    until(t0, 40.0).await;
+    let d = engine.dialed();
+    let on = |trunk: &str, from: f64, to: f64| {
+        dials_between(&d, t0, from, to)
+            .into_iter()
+            .filter(|x| x.trunk == trunk)
+            .count()
+    };
+    // Before: `a` (first in the list) takes its 2 calls/s, `b` the rest of the campaign's 4.
+    assert_eq!((on("a", 0.0, 3.05), on("b", 0.0, 3.05)), (7, 6));
+    // The fifth failure (t = 3.1 s) opens `a`: every call goes to `b`, at the campaign's rate.
+    assert_eq!(on("a", 3.05, 33.1), 0);
+    assert_eq!(on("b", 5.0, 30.0), 100);
+    // After 30 s `a` half-opens and the campaign's next call is its one probe; it fails and
+    // `a` is open again.
+    let probes: Vec<f64> = dials_between(&d, t0, 3.05, 40.0)
+        .into_iter()
+        .filter(|x| x.trunk == "a")
+        .map(|x| since(t0, x))
+        .collect();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_near(probes[0], 33.25, "probe");
+    assert_eq!(
+        dials_between(&d, t0, 3.05, 40.0).len(),
+        147,
+        "the campaign never slowed down: 4 calls/s from 3.25 s to 39.75 s"
+    );
+    let ev = env.system_events().await;
+    assert_eq!(
+        kinds(&ev),
+        [
+            "trunk.circuit_open",
+            "trunk.degraded",
+            "trunk.circuit_half_open",
+            "trunk.circuit_open",
+        ]
+    );
+    assert!(ev.iter().all(|e| e.subject == "a"));
+    let h = env.handle().trunk_health();
+    let b = h.iter().find(|v| v.trunk == "b").unwrap();
+    assert_eq!(
+        (b.factor, b.circuit, b.failure_ratio),
+        (1.0, outcall_scheduler::Circuit::Closed, 0.0)
+    );
+    assert!(b.samples > 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trunk_failing_60_percent_is_slowed_then_speeds_up_gradually_once_failures_stop() {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    env.trunk("flaky", None, Some(10.0)).await;
+    env.running(&["flaky"], 1000.0, 3000).await;
+    let engine = Flaky::new(env.clock, Duration::from_secs(1));
+    engine.set("flaky", Mode::ThreeInFive);
+    let start_wall = env.clock.now();
+    let t0 = env.start_with(engine.clone()).await;
+    until(t0, 60.0).await;
+    engine.set("flaky", Mode::Healthy);
+    until(t0, 240.0).await;
+    let d = engine.dialed();
+    // Calls per second, averaged over 10 s windows.
+    let rate = |from: f64| dials_between(&d, t0, from, from + 10.0).len() as f64 / 10.0;
+    let first_second = dials_between(&d, t0, 0.0, 1.0).len();
+    assert_eq!(first_second, 10, "the configured 10 calls/s at first");
+    let slowed = rate(50.0);
+    assert!(
+        (0.9..=1.2).contains(&slowed),
+        "cut to 10 % of 10 calls/s: {slowed}"
+    );
+    let rates: Vec<f64> = (5..24).map(|w| rate(f64::from(w) * 10.0)).collect();
+    // From the slowest point on, the rate only grows, through several steps, to 10 again.
+    for w in rates.windows(2) {
+        assert!(w[1] >= w[0] - 0.15, "the rate went down again: {rates:?}");
+    }
+    let middle = rates.iter().filter(|r| **r > 2.0 && **r < 8.0).count();
+    assert!(middle >= 3, "gradual, not at once: {rates:?}");
+    assert!(
+        (9.8..=10.0).contains(&rate(230.0)),
+        "back to 10 calls/s: {rates:?}"
+    );
+
+    let ev = env.system_events().await;
+    assert_eq!(
+        kinds(&ev),
+        [
+            "trunk.degraded",
+            "trunk.degraded",
+            "trunk.degraded",
+            "trunk.degraded",
+            "trunk.recovered",
+        ],
+        "never five failures in a row: the circuit stays closed"
+    );
+    let factors: Vec<f64> = ev
+        .iter()
+        .map(|e| e.details["factor"].as_f64().unwrap())
+        .collect();
+    assert_eq!(factors, [0.5, 0.25, 0.125, 0.1, 1.0]);
+    let secs: Vec<f64> = ev.iter().map(|e| event_secs(start_wall, e)).collect();
+    for w in secs[..4].windows(2) {
+        assert!(w[1] - w[0] >= 15.0, "cuts a quarter window apart: {secs:?}");
+    }
+    let first = &ev[0];
+    assert_eq!(first.severity, "warning");
+    assert!(first.details["samples"].as_u64().unwrap() >= 10);
+    assert!(first.details["failure_ratio"].as_f64().unwrap() >= 0.5);
+    assert_eq!(first.details["window_secs"], 60);
 }

@@ -75,6 +75,9 @@ pub struct NewContact {
     pub variables: serde_json::Value,
     /// Attribution (号码归属地), when known.
     pub region: Region,
+    /// The trace id its calls carry (a single call placed by an API request: the request's);
+    /// `None`: each attempt gets a new one.
+    pub trace_id: Option<String>,
 }
 
 /// Where a number is registered: province, city, original carrier.
@@ -113,6 +116,8 @@ pub struct ContactRecord {
     pub final_outcome: Option<Outcome>,
     #[serde(flatten)]
     pub region: Region,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// An attempt that was opened: what the dialer needs.
@@ -374,6 +379,9 @@ pub trait Store: AccessStore + EventStore + Send + Sync + 'static {
     async fn unfinished_contacts(&self, campaign: CampaignId) -> Result<u64>;
     /// The earliest due time of a pending contact.
     async fn next_due(&self, campaign: CampaignId) -> Result<Option<Timestamp>>;
+    /// The backlog: pending contacts of running campaigns due at `now` or before, and the
+    /// oldest due time among them.
+    async fn due_backlog(&self, now: Timestamp) -> Result<(u64, Option<Timestamp>)>;
 
     async fn campaign_counts(&self, campaign: CampaignId) -> Result<CampaignCounts>;
     /// Attempts of a campaign in id order after `after` (cursor paging).

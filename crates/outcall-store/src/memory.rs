@@ -175,6 +175,7 @@ impl Store for MemoryStore {
                         last_outcome: None,
                         final_outcome: None,
                         region: c.region.clone(),
+                        trace_id: c.trace_id.clone(),
                     },
                 );
                 d.pending
@@ -381,6 +382,24 @@ impl Store for MemoryStore {
                     node: a.node.clone(),
                 })
                 .collect())
+        })
+    }
+
+    async fn due_backlog(&self, now: Timestamp) -> Result<(u64, Option<Timestamp>)> {
+        self.with(|d| {
+            let mut n = 0;
+            let mut oldest: Option<Timestamp> = None;
+            for (campaign, _, due, _) in &d.pending {
+                let running = d
+                    .campaigns
+                    .get(campaign)
+                    .is_some_and(|c| c.status == CampaignStatus::Running);
+                if running && *due <= now {
+                    n += 1;
+                    oldest = Some(oldest.map_or(*due, |o| o.min(*due)));
+                }
+            }
+            Ok((n, oldest))
         })
     }
 

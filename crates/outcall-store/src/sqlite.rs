@@ -85,6 +85,8 @@ mod q {
     pub const ATTEMPTS_QUERY: &str = include_str!("sqlite/queries/attempts_query.sql");
     pub const ATTEMPTS_BY_HOUR: &str = include_str!("sqlite/queries/attempts_by_hour.sql");
     pub const CONTACTS_UNFINISHED: &str = include_str!("sqlite/queries/contacts_unfinished.sql");
+    pub const CONTACTS_DUE_BACKLOG: &str =
+        include_str!("sqlite/queries/contacts_due_backlog.sql");
     pub const CONTACTS_NEXT_DUE: &str = include_str!("sqlite/queries/contacts_next_due.sql");
     pub const COUNTS_CONTACTS_BY_STATE: &str =
         include_str!("sqlite/queries/counts_contacts_by_state.sql");
@@ -137,6 +139,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "system_events",
         include_str!("../migrations/sqlite/0008_system_events.sql"),
+    ),
+    (
+        9,
+        "contact_trace",
+        include_str!("../migrations/sqlite/0009_contact_trace.sql"),
     ),
 ];
 
@@ -316,6 +323,8 @@ fn contact_row(row: &SqliteRow) -> Result<ContactRecord> {
             city: col(row, "city")?,
             carrier: col(row, "carrier")?,
         },
+        // Only the queries that feed the dialer select it.
+        trace_id: row.try_get::<Option<String>, _>("trace_id").ok().flatten(),
     })
 }
 
@@ -514,6 +523,7 @@ impl Store for SqliteStore {
                 .bind(&c.region.province)
                 .bind(&c.region.city)
                 .bind(&c.region.carrier)
+                .bind(&c.trace_id)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
@@ -738,6 +748,16 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?;
         u64_col(&row, "n")
+    }
+
+    async fn due_backlog(&self, now: Timestamp) -> Result<(u64, Option<Timestamp>)> {
+        let row = sqlx::query(q::CONTACTS_DUE_BACKLOG)
+            .bind(ms(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let oldest: Option<i64> = col(&row, "oldest")?;
+        Ok((u64_col(&row, "n")?, oldest.map(ts).transpose()?))
     }
 
     async fn next_due(&self, campaign: CampaignId) -> Result<Option<Timestamp>> {

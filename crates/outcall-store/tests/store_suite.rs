@@ -61,6 +61,7 @@ macro_rules! store_suite {
                 frequency_counts_across_campaigns,
                 open_attempts_lists_only_dialing,
                 unfinished_and_next_due,
+                due_backlog_counts_running_campaigns,
                 campaign_counts_by_state_and_outcome,
                 list_attempts_pages_by_cursor,
                 query_attempts_filters_and_counts_by_hour,
@@ -181,6 +182,7 @@ fn contact(n: u32, priority: i32) -> NewContact {
             city: n.is_multiple_of(3).then(|| "深圳".to_string()),
             carrier: Some("china_mobile".into()),
         },
+        trace_id: None,
     }
 }
 
@@ -198,6 +200,7 @@ fn cdr(outcome: Outcome, sip_status: Option<u16>) -> Cdr {
         sip_status,
         q850_cause: Some(16),
         queued_at_ms: Some(1_000),
+        dispatched_at_ms: None,
         invite_at_ms: Some(1_010),
         ring_at_ms: Some(1_100),
         early_media_at_ms: None,
@@ -883,6 +886,34 @@ mod cases {
         assert_eq!(s.next_due(id).await.unwrap(), None);
     }
 
+    pub async fn due_backlog_counts_running_campaigns<S: Store>(s: Arc<S>) {
+        let running = campaign(&*s, "running").await;
+        let draft = campaign(&*s, "draft").await;
+        assert_eq!(s.due_backlog(t(100)).await.unwrap(), (0, None));
+        s.add_contacts(running, &[contact(1, 0), contact(2, 0), contact(3, 0)], t(10))
+            .await
+            .unwrap();
+        s.add_contacts(draft, &[contact(4, 0)], t(5)).await.unwrap();
+        // Not running yet: nothing is backlog.
+        assert_eq!(s.due_backlog(t(100)).await.unwrap(), (0, None));
+        s.set_campaign_status(running, CampaignStatus::Draft, CampaignStatus::Running, t(10))
+            .await
+            .unwrap();
+        assert_eq!(s.due_backlog(t(9)).await.unwrap(), (0, None));
+        assert_eq!(s.due_backlog(t(20)).await.unwrap(), (3, Some(t(10))));
+        let ids: Vec<_> = s
+            .due_contacts(running, t(20), 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        s.defer_contact(ids[0], t(200)).await.unwrap();
+        begin(&*s, ids[1], t(21)).await; // dialing: no longer waiting
+        assert_eq!(s.due_backlog(t(30)).await.unwrap(), (1, Some(t(10))));
+        assert_eq!(s.due_backlog(t(300)).await.unwrap(), (2, Some(t(10))));
+    }
+
     pub async fn campaign_counts_by_state_and_outcome<S: Store>(s: Arc<S>) {
         let (id, ids) = with_contacts(&*s, "counts", 5).await;
         let (other, other_ids) = with_contacts(&*s, "noise", 1).await;
@@ -1473,6 +1504,7 @@ async fn sqlite_file_holds_no_plaintext_number() {
             priority: 0,
             variables: json!({ "name": "customer" }),
             region: Default::default(),
+            trace_id: None,
         })
         .collect();
     store.add_contacts(id, &contacts, t(0)).await.unwrap();

@@ -70,6 +70,10 @@ pub struct CallRequest {
     pub headers: Vec<(String, String)>,
     /// When the attempt was queued (ms since epoch), for the CDR.
     pub queued_at_ms: Option<u64>,
+    /// When the scheduler dispatched the attempt (ms since epoch), for the CDR.
+    pub dispatched_at_ms: Option<u64>,
+    /// The campaign, for metric labels.
+    pub campaign: Option<i64>,
     /// Cancelled: CANCEL or BYE the call now (operator, shutdown).
     pub cancel: CancellationToken,
 }
@@ -96,6 +100,8 @@ impl CallRequest {
             media: true,
             headers: Vec::new(),
             queued_at_ms: None,
+            dispatched_at_ms: None,
+            campaign: None,
             cancel: CancellationToken::new(),
         }
     }

@@ -13,7 +13,8 @@
 pub mod config;
 pub mod engine;
 pub mod media;
-mod metrics_names;
+pub mod quality;
+pub mod trace;
 pub mod ua;
 
 pub use config::{CallerIdPool, NumberFormat, SipTransport, TrunkConfig, UaConfig};

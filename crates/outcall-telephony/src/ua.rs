@@ -12,7 +12,7 @@
 use crate::config::{CallerIdPool, SipTransport, TrunkConfig, UaConfig};
 use crate::engine::{AfterPrompt, BoxFuture, CallEngine, CallReport, CallRequest, CallUpdate};
 use crate::media::{MediaCommand, MediaEvent, MediaSession, DTMF_PAYLOAD_TYPE};
-use crate::metrics_names as m;
+use outcall_domain::metrics as m;
 use crate::now_ms;
 use outcall_domain::call::{CallEvent, CancelCause, HangupParty};
 use outcall_domain::cdr::CdrContext;
@@ -71,6 +71,7 @@ struct Inner {
     remote_requests: Mutex<HashMap<String, mpsc::UnboundedSender<RemoteRequest>>>,
     caller_pools: Mutex<HashMap<String, CallerIdPool>>,
     active: AtomicUsize,
+    quality: crate::quality::Quality,
 }
 
 /// A SIP user agent client that implements [`CallEngine`].
@@ -142,6 +143,7 @@ impl SipUserAgent {
             remote_requests: Mutex::new(HashMap::new()),
             caller_pools: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
+            quality: Default::default(),
         });
         tokio::spawn(serve_incoming(inner.clone(), incoming));
         info!(addr = %inner.udp_addr, "sip user agent started");
@@ -169,6 +171,11 @@ impl SipUserAgent {
     }
 
     /// Calls in progress.
+    /// Ages the per-trunk ASR/ACD windows and republishes them (call before a scrape).
+    pub fn refresh_quality(&self) {
+        self.inner.quality.refresh(crate::now_ms());
+    }
+
     pub fn active_calls(&self) -> usize {
         self.inner.active.load(Ordering::Relaxed)
     }
@@ -439,7 +446,7 @@ async fn run_call(
     };
     let masked = mask_number(&req.to);
     let span =
-        tracing::info_span!("call", attempt = %req.attempt_id, trace = %req.trace_id, to = %masked);
+        tracing::info_span!("call", attempt = %req.attempt_id, trace_id = %req.trace_id, to = %masked);
     let _g = span.enter();
 
     let media = if req.media {
@@ -718,6 +725,7 @@ async fn finish(
         caller_id: caller.to_string(),
         callee_masked: masked.to_string(),
         queued_at_ms: req.queued_at_ms,
+        dispatched_at_ms: req.dispatched_at_ms,
         first_response_at_ms: run.first_response_at,
         dtmf: run.dtmf.clone(),
         recording: stats
@@ -730,7 +738,10 @@ async fn finish(
     };
     let cdr = Cdr::from_call(&run.call, &inner.classifier, ctx);
     let trunk = req.trunk.name.clone();
-    metrics::counter!(m::CALLS_TOTAL, "outcome" => cdr.outcome.as_str(), "trunk" => trunk.clone())
+    let campaign = req
+        .campaign
+        .map_or_else(|| "none".to_string(), |c| c.to_string());
+    metrics::counter!(m::CALLS_TOTAL, "outcome" => cdr.outcome.as_str(), "trunk" => trunk.clone(), "campaign" => campaign)
         .increment(1);
     if let Some(s) = cdr.setup_ms {
         metrics::histogram!(m::SETUP_SECONDS, "trunk" => trunk.clone()).record(s as f64 / 1e3);
@@ -739,9 +750,29 @@ async fn finish(
         metrics::histogram!(m::ANSWER_SECONDS, "trunk" => trunk.clone())
             .record(a.saturating_sub(i) as f64 / 1e3);
     }
-    metrics::counter!(m::RTP_SENT_TOTAL).increment(stats.packets_sent);
-    metrics::counter!(m::RTP_RECEIVED_TOTAL).increment(stats.packets_received);
-    metrics::counter!(m::RTP_LOST_TOTAL).increment(stats.packets_lost);
+    let talk_ms = match (cdr.answer_at_ms, cdr.end_at_ms) {
+        (Some(a), Some(e)) => Some(e.saturating_sub(a)),
+        _ => None,
+    };
+    if let Some(t) = talk_ms {
+        metrics::histogram!(m::TALK_SECONDS, "trunk" => trunk.clone()).record(t as f64 / 1e3);
+    }
+    if cdr.invite_at_ms.is_some() {
+        inner.quality.record(
+            &trunk,
+            cdr.end_at_ms.unwrap_or_else(crate::now_ms),
+            cdr.outcome.is_answered(),
+            talk_ms.unwrap_or(0),
+        );
+    }
+    metrics::counter!(m::RTP_SENT_TOTAL, "trunk" => trunk.clone()).increment(stats.packets_sent);
+    metrics::counter!(m::RTP_RECEIVED_TOTAL, "trunk" => trunk.clone())
+        .increment(stats.packets_received);
+    metrics::counter!(m::RTP_LOST_TOTAL, "trunk" => trunk.clone()).increment(stats.packets_lost);
+    if stats.packets_received > 0 {
+        metrics::histogram!(m::RTP_JITTER_SECONDS, "trunk" => trunk.clone())
+            .record(stats.jitter_ms / 1e3);
+    }
     info!(
         attempt = %req.attempt_id,
         to = %masked,

@@ -423,6 +423,24 @@ fn sigterm_drains_calls_in_flight_and_leaves_no_open_attempt() {
         .status()
         .unwrap()
         .success());
+    // While calls drain, the API still answers and /readyz says so (load balancers move away).
+    let ready = (0..40)
+        .map(|_| {
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "-w",
+                    " %{http_code}",
+                    &format!("http://127.0.0.1:{api}/readyz"),
+                ])
+                .output()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(25));
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
+        .find(|r| r.contains("draining"))
+        .expect("/readyz reports draining");
+    assert!(ready.ends_with(" 503"), "{ready}");
     let status = node.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(
@@ -477,6 +495,19 @@ fn single_calls_through_the_api_reach_the_carrier_once() {
         r#"{"to": "13800000001", "trunk": "sipp", "max_duration_secs": 1}"#,
         Some("order-42"),
     );
+    // A caller's W3C trace context: the call's CDR carries its trace id.
+    let traced = Command::new("curl")
+        .args(["-sS", "-X", "POST", &url])
+        .args(["-H", &format!("authorization: Bearer {}", token(&url))])
+        .args([
+            "-H",
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(r#"{"to": "13800000002", "trunk": "sipp", "max_duration_secs": 1}"#)
+        .output()
+        .unwrap();
+    let traced: Value = serde_json::from_slice(&traced.stdout).unwrap();
     assert!(
         first["status"] == "queued" || first["status"] == "in_progress",
         "{first}"
@@ -507,9 +538,16 @@ fn single_calls_through_the_api_reach_the_carrier_once() {
     let busy = wait(&busy["id"]);
     assert_eq!(busy["outcome"], "busy", "{busy}");
     assert_eq!(busy["trunk"], "sipp", "the first trunk by default");
+    let traced = wait(&traced["id"]);
+    assert_eq!(
+        traced["cdr"]["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    let own = answered["cdr"]["trace_id"].as_str().unwrap();
+    assert!(own.len() == 32 && own != "4bf92f3577b34da6a3ce929d0e0e4736");
     // No retry for a single call, and no second INVITE for the repeated request.
     sipp.stop();
-    assert_eq!(invites_seen(dir.path()).len(), 2);
+    assert_eq!(invites_seen(dir.path()).len(), 3);
 }
 
 /// The first admin: from `--admin-user` / `--admin-password-file`, or, with nothing given, a
@@ -607,4 +645,248 @@ fn first_admin_from_the_command_line_or_a_generated_password_file() {
         login(api, "ops", "from-the-cli-123")["error"]["code"],
         "invalid_credentials"
     );
+}
+
+/// The samples of a Prometheus text exposition: (name, labels, value).
+fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap(),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let mut m = BTreeMap::new();
+                for pair in rest.trim_end_matches('}').split("\",") {
+                    if let Some((k, v)) = pair.split_once("=\"") {
+                        m.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                    }
+                }
+                (n.to_string(), m)
+            }
+            None => (series.to_string(), BTreeMap::new()),
+        };
+        out.push((name, labels, value));
+    }
+    out
+}
+
+/// `GET /metrics` with the admin's token: (status, content type, body).
+fn scrape(api: u16, token: Option<&str>) -> (u16, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code} %{content_type}"])
+        .arg(format!("http://127.0.0.1:{api}/metrics"));
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("authorization: Bearer {t}")]);
+    }
+    let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    let (body, tail) = out.rsplit_once('\n').unwrap();
+    let (code, ct) = tail.split_once(' ').unwrap();
+    (code.parse().unwrap(), ct.to_string(), body.to_string())
+}
+
+/// Sum of a metric's samples whose labels include `with`.
+fn sum(s: &[(String, BTreeMap<String, String>, f64)], name: &str, with: &[(&str, &str)]) -> f64 {
+    s.iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && with
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+/// A SIPp-driven campaign: `/metrics` counts exactly what the CDRs record (calls by outcome,
+/// attempts, SIP codes, setup-time observations), the histograms carry the catalogue's buckets,
+/// every attempt has its own trace id and a phase breakdown, and `/readyz` is ready.
+#[test]
+fn metrics_match_the_cdrs_of_a_sipp_campaign() {
+    let dir = tempfile::tempdir().unwrap();
+    let sipp = carrier(dir.path());
+    let cfg = config(dir.path(), sipp.port);
+    let api = free_port();
+    let _node = serve(&dir.path().join("data"), Some(&cfg), api);
+    let base = format!("http://127.0.0.1:{api}");
+    let t = token(&base);
+    assert_eq!(scrape(api, None).0, 401, "metrics need a credential");
+    let ready = Command::new("curl")
+        .args(["-sS", &format!("{base}/readyz")])
+        .output()
+        .unwrap();
+    let ready: Value = serde_json::from_slice(&ready.stdout).unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+
+    let id = launch(api, 40, 1);
+    // Scraped while calls are in flight.
+    wait_for(api, id, Duration::from_secs(60), |s| {
+        s["live"]["active"].as_u64().unwrap_or(0) >= 1
+    });
+    let (code, ct, body) = scrape(api, Some(&t));
+    assert_eq!(code, 200);
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    assert!(sum(&samples(&body), "outcall_calls_active", &[]) >= 0.0);
+    wait_for(api, id, Duration::from_secs(120), |s| {
+        s["campaign"]["status"] == "completed"
+    });
+    let attempts = all_attempts(api, id);
+    let (_, _, body) = scrape(api, Some(&t));
+    let s = samples(&body);
+    let campaign = id.to_string();
+
+    // Calls by outcome, as the CDRs have them.
+    let mut by_outcome: BTreeMap<String, f64> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !a["cdr"].is_null()) {
+        *by_outcome
+            .entry(a["cdr"]["outcome"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
+    }
+    let mut metric: BTreeMap<String, f64> = BTreeMap::new();
+    for (n, l, v) in &s {
+        if n == "outcall_calls_total" && l.get("campaign") == Some(&campaign) {
+            assert_eq!(l["trunk"], "sipp");
+            *metric.entry(l["outcome"].clone()).or_default() += v;
+        }
+    }
+    assert_eq!(metric, by_outcome, "outcall_calls_total vs CDRs");
+    assert_eq!(
+        sum(
+            &s,
+            "outcall_attempts_total",
+            &[("campaign", &campaign), ("trunk", "sipp")]
+        ),
+        attempts.len() as f64
+    );
+    let busy = attempts
+        .iter()
+        .filter(|a| a["cdr"]["sip_status"] == 486)
+        .count();
+    assert!(busy > 0);
+    assert_eq!(
+        sum(
+            &s,
+            "outcall_sip_responses_total",
+            &[("code", "486"), ("trunk", "sipp")]
+        ),
+        busy as f64
+    );
+    let with_setup = attempts
+        .iter()
+        .filter(|a| a["cdr"]["setup_ms"].is_u64())
+        .count();
+    assert_eq!(
+        sum(&s, "outcall_call_setup_seconds_count", &[("trunk", "sipp")]),
+        with_setup as f64
+    );
+    // Histogram buckets: every bound of the catalogue, then +Inf equal to the count.
+    for (name, bounds, labels) in [
+        (
+            "outcall_call_setup_seconds",
+            outcall_domain::metrics::SETUP_BUCKETS,
+            vec![("trunk", "sipp")],
+        ),
+        (
+            "outcall_dispatch_latency_seconds",
+            outcall_domain::metrics::DISPATCH_BUCKETS,
+            vec![],
+        ),
+        (
+            "outcall_http_request_duration_seconds",
+            outcall_domain::metrics::HTTP_BUCKETS,
+            vec![("route", "/v1/campaigns/{id}/stats"), ("method", "GET")],
+        ),
+    ] {
+        let les: Vec<f64> = s
+            .iter()
+            .filter(|(n, l, _)| {
+                *n == format!("{name}_bucket")
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, l, _)| match l["le"].as_str() {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap(),
+            })
+            .collect();
+        let mut want: Vec<f64> = bounds.to_vec();
+        want.push(f64::INFINITY);
+        assert_eq!(les, want, "{name} buckets");
+        assert_eq!(
+            sum(
+                &s,
+                &format!("{name}_bucket"),
+                &[&labels[..], &[("le", "+Inf")]].concat()
+            ),
+            sum(&s, &format!("{name}_count"), &labels),
+            "{name}"
+        );
+    }
+    // The API counted its own requests by route template, never by concrete path.
+    assert_eq!(
+        sum(
+            &s,
+            "outcall_http_requests_total",
+            &[
+                ("method", "POST"),
+                ("route", "/v1/campaigns"),
+                ("status", "201")
+            ]
+        ),
+        1.0
+    );
+    assert!(
+        !body.contains(&format!("/v1/campaigns/{id}/")),
+        "no concrete paths as labels"
+    );
+    assert!(!body.contains("138"), "no numbers in metrics");
+    assert!(sum(&s, "outcall_asr_ratio", &[("trunk", "sipp")]) > 0.0);
+    assert!(sum(&s, "process_resident_memory_bytes", &[]) > 0.0);
+    assert_eq!(sum(&s, "outcall_ready", &[]), 1.0);
+
+    // Each attempt: its own W3C trace id in the CDR, and where its time went.
+    let traces: HashSet<&str> = attempts
+        .iter()
+        .filter_map(|a| a["cdr"]["trace_id"].as_str())
+        .collect();
+    assert_eq!(traces.len(), by_outcome.values().sum::<f64>() as usize);
+    assert!(traces
+        .iter()
+        .all(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())));
+    let answered = attempts
+        .iter()
+        .find(|a| a["outcome"] == "answered_human")
+        .unwrap();
+    let one = curl(
+        "GET",
+        &format!("{base}/v1/attempts/{}", answered["id"]),
+        None,
+    );
+    assert_eq!(one["id"], answered["id"]);
+    let b = &one["breakdown"];
+    for phase in [
+        "queue_wait_ms",
+        "dispatch_ms",
+        "sip_setup_ms",
+        "talk_ms",
+        "total_ms",
+    ] {
+        assert!(b[phase].is_u64(), "{phase} in {one}");
+    }
+    assert!(
+        b["talk_ms"].as_u64().unwrap() >= 900,
+        "max_duration_secs 1: {b}"
+    );
+    let parts = ["queue_wait_ms", "dispatch_ms", "sip_setup_ms"]
+        .iter()
+        .map(|p| b[p].as_u64().unwrap())
+        .sum::<u64>()
+        + b["talk_ms"].as_u64().unwrap();
+    assert!(parts <= b["total_ms"].as_u64().unwrap() + 5, "{b}");
 }

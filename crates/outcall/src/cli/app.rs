@@ -88,6 +88,17 @@ pub struct AppConfig {
     /// Longest wait between two tries of a status webhook (waits double from 1 s).
     #[serde(default = "default_webhook_max_backoff")]
     pub webhook_max_backoff_secs: u64,
+    /// Prometheus metrics at `/metrics` (permission `metrics:read`).
+    #[serde(default = "default_true")]
+    pub metrics: bool,
+    /// Seconds `/readyz` reports `draining` before the node stops taking requests, so load
+    /// balancers move away first.
+    #[serde(default)]
+    pub drain_delay_secs: u64,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_webhook_max_tries() -> u32 {
@@ -154,6 +165,56 @@ impl AppConfig {
     }
 }
 
+/// `/readyz` of an embedded node: the store answers, the scheduler runs, not draining.
+pub struct NodeHealth {
+    store: Arc<dyn Store>,
+    scheduler: SchedulerHandle,
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl NodeHealth {
+    /// Marks the node as draining: `/readyz` answers 503 from now on.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        metrics::gauge!(outcall_domain::metrics::READY).set(0.0);
+    }
+}
+
+impl outcall_api::http::Readiness for NodeHealth {
+    fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn checks(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Vec<outcall_api::http::Check>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let store = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.store.due_backlog(jiff::Timestamp::now()),
+            )
+            .await;
+            let store = match store {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("no answer within 2 s".to_string()),
+            };
+            let scheduler = (!self.scheduler.is_running()).then(|| "stopped".to_string());
+            [("store", store), ("scheduler", scheduler)]
+                .into_iter()
+                .map(|(name, error)| outcall_api::http::Check {
+                    name: name.into(),
+                    ok: error.is_none(),
+                    error,
+                })
+                .collect()
+        })
+    }
+}
+
 /// A running embedded node.
 pub struct App {
     pub service: Arc<CampaignService>,
@@ -165,6 +226,10 @@ pub struct App {
     /// Status webhooks: the scheduler's events into the outbox, and its delivery.
     webhook_sink: Arc<WebhookSink>,
     webhooks: DispatcherHandle,
+    pub health: Arc<NodeHealth>,
+    /// `/metrics` and `/readyz` of this node.
+    pub observability: outcall_api::http::Observability,
+    samplers: tokio::task::JoinHandle<()>,
 }
 
 impl App {
@@ -258,6 +323,27 @@ impl App {
         let access = Arc::new(build_access(cfg, service.store.clone())?);
         bootstrap_admin(cfg, &access).await?;
         let purge = access.spawn_purge(Duration::from_secs(3600));
+        let health = Arc::new(NodeHealth {
+            store: service.store.clone(),
+            scheduler: scheduler.clone(),
+            draining: Default::default(),
+        });
+        let metrics = if cfg.metrics {
+            let render = super::telemetry::install_metrics().map_err(anyhow::Error::msg)?;
+            let ua_q = ua.clone();
+            Some(Arc::new(move || {
+                ua_q.refresh_quality();
+                render()
+            }) as outcall_api::http::observe::MetricsRender)
+        } else {
+            None
+        };
+        metrics::gauge!(outcall_domain::metrics::READY).set(1.0);
+        let samplers = tokio::spawn(sample_queue(service.store.clone()));
+        let observability = outcall_api::http::Observability {
+            metrics,
+            readiness: Some(health.clone()),
+        };
         Ok(App {
             service,
             access,
@@ -267,12 +353,17 @@ impl App {
             grace: Duration::from_secs(cfg.shutdown_grace_secs),
             webhook_sink,
             webhooks,
+            health,
+            observability,
+            samplers,
         })
     }
 
     /// Drains: no new calls, calls in flight finish (up to the grace period), then SIP stops.
     pub async fn shutdown(&self) {
+        self.health.drain();
         self.purge.abort();
+        self.samplers.abort();
         self.scheduler.shutdown(self.grace).await;
         // The last attempts' events: into the outbox, and out if the receiver takes them soon
         // (the rest goes out after the next start).
@@ -282,6 +373,29 @@ impl App {
             .await;
         self.webhooks.shutdown(Duration::from_secs(1)).await;
         self.ua.shutdown();
+    }
+}
+
+/// Keeps the backlog gauges current: due contacts of running campaigns and the age of the
+/// oldest, every 5 s.
+async fn sample_queue(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = jiff::Timestamp::now();
+        match store.due_backlog(now).await {
+            Ok((n, oldest)) => {
+                metrics::gauge!(outcall_domain::metrics::QUEUE_DUE).set(n as f64);
+                let age = oldest.map_or(0.0, |o| now.duration_since(o).as_secs_f64().max(0.0));
+                metrics::gauge!(outcall_domain::metrics::QUEUE_OLDEST_AGE).set(age);
+            }
+            Err(e) => {
+                metrics::counter!(outcall_domain::metrics::STORE_ERRORS_TOTAL, "component" => "monitor")
+                    .increment(1);
+                tracing::warn!(error = %e, "cannot read the queue backlog");
+            }
+        }
     }
 }
 

@@ -62,6 +62,10 @@ pub struct SipBenchArgs {
     /// Extra arguments for the SIPp UAC (space separated).
     #[arg(long, default_value = "")]
     pub sipp_args: String,
+    /// Record Prometheus metrics as `serve` does, and render them once a second as a scrape
+    /// would (to measure their cost; tracing is set with the global --log-* flags).
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 struct Row {
@@ -116,6 +120,21 @@ async fn sip(a: SipBenchArgs) -> Result<ExitCode> {
         None
     };
     let ua = SipUserAgent::start(r.ua, Classifier::from_config(&r.classification)).await?;
+    let scraper = if a.metrics {
+        let render = super::telemetry::install_metrics().map_err(anyhow::Error::msg)?;
+        let ua = ua.clone();
+        Some(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                ua.refresh_quality();
+                let text = render();
+                std::hint::black_box(text.len());
+            }
+        }))
+    } else {
+        None
+    };
     let base_rss = rss_kib();
     let (cpu0, _) = cpu_seconds();
     let start = Instant::now();
@@ -233,8 +252,15 @@ async fn sip(a: SipBenchArgs) -> Result<ExitCode> {
         ("dialogs left after run".to_string(), left.to_string()),
     ];
     extra.extend(settled);
+    if let Some(s) = scraper {
+        s.abort();
+    }
     let ours = Row {
-        name: "outcall".into(),
+        name: if a.metrics {
+            "outcall (metrics on)".into()
+        } else {
+            "outcall".into()
+        },
         calls: a.calls,
         ok: answered,
         failed,

@@ -120,6 +120,7 @@ async fn seed(
             priority: (i % 7) as i32,
             variables: serde_json::json!({}),
             region: Default::default(),
+            trace_id: None,
         });
         if batch.len() == 5000 {
             store.add_contacts(c.id, &batch, Timestamp::now()).await?;

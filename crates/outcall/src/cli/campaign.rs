@@ -154,8 +154,12 @@ async fn run_campaign(a: RunArgs) -> Result<ExitCode> {
     }
     if let Some(addr) = a.listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        let router = outcall_api::http::router(svc.clone(), app.access.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let router = outcall_api::http::router_with(
+            svc.clone(),
+            app.access.clone(),
+            app.observability.clone(),
+        )
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
         eprintln!("api on http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, router).await });
     }

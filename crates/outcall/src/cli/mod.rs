@@ -9,6 +9,7 @@ mod campaign;
 mod client;
 pub mod proc_stats;
 mod serve;
+pub mod telemetry;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -37,9 +38,15 @@ pub struct LogArgs {
     /// Log filter (tracing env-filter syntax), e.g. `info,rsipstack=warn`.
     #[arg(long, env = "OUTCALL_LOG", default_value = "warn", global = true)]
     pub log_filter: String,
-    /// Log as JSON lines.
+    /// Log as JSON lines (each line carries its span's fields, such as `trace_id`).
     #[arg(long, env = "OUTCALL_LOG_JSON", global = true)]
     pub log_json: bool,
+    /// Export traces over OTLP/HTTP to this collector (`http://host:4318`); off by default.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: `http/protobuf` (default) or `http/json`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", global = true)]
+    pub otlp_protocol: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,28 +73,13 @@ pub enum Command {
     Bench(bench::BenchCommand),
 }
 
-pub fn init_logging(args: &LogArgs) {
-    // The SIP stack logs whole messages (with plaintext numbers) at info and below: keep it at
-    // warn unless the operator names it explicitly.
-    let mut spec = args.log_filter.clone();
-    if !spec.contains("rsipstack") {
-        spec.push_str(",rsipstack=warn");
-    }
-    // The TLS verifier logs a rejected certificate at error level; the HTTP client's error
-    // (printed by the client commands, recorded by webhook deliveries) carries the same reason.
-    if !spec.contains("rustls_platform_verifier") {
-        spec.push_str(",rustls_platform_verifier=off");
-    }
-    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        b.json().init();
-    } else {
-        b.init();
-    }
+pub fn init_logging(args: &LogArgs) -> Result<(), String> {
+    telemetry::init_logging(&telemetry::LogSetup {
+        filter: args.log_filter.clone(),
+        json: args.log_json,
+        otlp_endpoint: args.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+        otlp_protocol: args.otlp_protocol.clone(),
+    })
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {

@@ -38,7 +38,7 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         cfg.data_dir = d;
     }
     cfg.bootstrap_admin = (a.admin_user, a.admin_password_file);
-    let app = App::start(&cfg, &[]).await?;
+    let app = std::sync::Arc::new(App::start(&cfg, &[]).await?);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -49,11 +49,22 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         "outcall: api on {scheme}://{addr} (docs at /docs), sip on {}",
         app.ua.local_addr()
     );
-    let router = outcall_api::http::router(app.service.clone(), app.access.clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async {
+    let router = outcall_api::http::router_with(
+        app.service.clone(),
+        app.access.clone(),
+        app.observability.clone(),
+    )
+    .into_make_service_with_connect_info::<SocketAddr>();
+    // On SIGTERM: /readyz turns `draining`, the scheduler stops dialing and lets calls in
+    // flight finish while the API still answers (status, metrics); then the API stops.
+    let drain_delay = std::time::Duration::from_secs(cfg.drain_delay_secs);
+    let draining = app.clone();
+    let stop = async move {
         terminated().await;
         info!("shutting down");
+        draining.health.drain();
+        tokio::time::sleep(drain_delay).await;
+        draining.shutdown().await;
     };
     match &cfg.tls {
         Some(t) => {
@@ -70,7 +81,6 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
                 .await?
         }
     }
-    app.shutdown().await;
     eprintln!("outcall: stopped");
     Ok(ExitCode::SUCCESS)
 }
