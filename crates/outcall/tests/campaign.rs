@@ -890,3 +890,150 @@ fn metrics_match_the_cdrs_of_a_sipp_campaign() {
         + b["talk_ms"].as_u64().unwrap();
     assert!(parts <= b["total_ms"].as_u64().unwrap() + 5, "{b}");
 }
+
+/// A minimal OTLP/HTTP receiver: answers every POST with 200 and keeps the bodies.
+fn otlp_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut w = stream;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    keep.lock().unwrap().push(format!(
+                        "{}\n{}",
+                        line.trim(),
+                        String::from_utf8_lossy(&body)
+                    ));
+                    let _ = w.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+                    );
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+/// With an OTLP endpoint configured, the spans of a call placed with a `traceparent` are
+/// exported under the trace id its CDR records.
+#[test]
+fn otlp_export_carries_the_trace_id_of_the_cdr() {
+    let dir = tempfile::tempdir().unwrap();
+    let sipp = carrier(dir.path());
+    let cfg = config(dir.path(), sipp.port);
+    let (otlp, bodies) = otlp_receiver();
+    let api = free_port();
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{api}"),
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"))
+    .arg("--config")
+    .arg(&cfg)
+    .env("OUTCALL_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    .env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://127.0.0.1:{otlp}"),
+    )
+    .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut node = Proc(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", api)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{api}/v1/calls");
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", &url])
+        .args(["-H", &format!("authorization: Bearer {}", token(&url))])
+        .args([
+            "-H",
+            &format!("traceparent: 00-{trace}-b7ad6b7169203331-01"),
+        ])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(r#"{"to": "13800000001", "trunk": "sipp", "max_duration_secs": 1}"#)
+        .output()
+        .unwrap();
+    let call: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let c = curl("GET", &format!("{url}/{}", call["id"]), None);
+        if c["status"] == "completed" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "not completed: {c}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["cdr"]["trace_id"], trace);
+    // Stopping flushes the batch of spans.
+    assert!(Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    node.0.wait().unwrap();
+    let bodies = bodies.lock().unwrap();
+    assert!(!bodies.is_empty(), "nothing exported");
+    assert!(bodies.iter().all(|b| b.starts_with("POST /v1/traces")));
+    let spans: Vec<Value> = bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b.split_once('\n').unwrap().1).ok())
+        .flat_map(|v| {
+            v["resourceSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|rs| rs["scopeSpans"].as_array().cloned().unwrap_or_default())
+                .flat_map(|ss| ss["spans"].as_array().cloned().unwrap_or_default())
+        })
+        .collect();
+    let names: HashSet<&str> = spans
+        .iter()
+        .filter(|s| {
+            s["traceId"]
+                .as_str()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+                == Some(trace)
+        })
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    for want in ["http", "attempt", "call"] {
+        assert!(
+            names.contains(want),
+            "span {want} under the trace: {names:?}"
+        );
+    }
+    let all = bodies.join("\n");
+    assert!(!all.contains("13800000001"), "no plaintext number in spans");
+}
