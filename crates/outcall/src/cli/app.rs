@@ -95,6 +95,20 @@ pub struct AppConfig {
     /// balancers move away first.
     #[serde(default)]
     pub drain_delay_secs: u64,
+    /// Alert rules over this node's metrics (the `monitor` role, in process): with no rules
+    /// the built-in five apply; notifiers are webhooks and SMTP.
+    #[serde(default)]
+    pub monitor: outcall_monitor::MonitorConfig,
+    /// A TOML file with the monitor's settings (`interval_secs`, `[[rules]]`,
+    /// `[[notifiers]]`), used instead of `[monitor]`.
+    #[serde(default)]
+    pub monitor_file: Option<PathBuf>,
+    /// Run the monitor (needs `metrics`).
+    #[serde(default = "default_true")]
+    pub monitor_enabled: bool,
+    /// Automatic degradation and circuit breaking of failing trunks.
+    #[serde(default)]
+    pub degradation: outcall_scheduler::DegradationConfig,
 }
 
 fn default_true() -> bool {
@@ -230,6 +244,35 @@ pub struct App {
     /// `/metrics` and `/readyz` of this node.
     pub observability: outcall_api::http::Observability,
     samplers: tokio::task::JoinHandle<()>,
+    monitor: std::sync::Mutex<Option<outcall_monitor::MonitorHandle>>,
+}
+
+/// Records the monitor's transitions as operator-visible events (`GET /v1/events`).
+struct AlertEvents {
+    store: Arc<dyn Store>,
+}
+
+#[async_trait::async_trait]
+impl outcall_monitor::TransitionSink for AlertEvents {
+    async fn record(&self, t: &outcall_monitor::Transition) {
+        let firing = t.state == outcall_monitor::AlertState::Firing;
+        let e = outcall_store::NewSystemEvent {
+            at: t.at,
+            kind: if firing { "alert.firing" } else { "alert.resolved" }.into(),
+            subject: match &t.subject {
+                Some(s) => format!("{}:{s}", t.rule),
+                None => t.rule.clone(),
+            },
+            severity: if firing { t.severity.as_str() } else { "info" }.into(),
+            message: t.summary.clone(),
+            details: serde_json::to_value(t).unwrap_or_default(),
+        };
+        if let Err(err) = self.store.append_event(&e).await {
+            metrics::counter!(outcall_domain::metrics::STORE_ERRORS_TOTAL, "component" => "monitor")
+                .increment(1);
+            tracing::warn!(error = %err, rule = %t.rule, "cannot record an alert event");
+        }
+    }
 }
 
 impl App {
@@ -305,6 +348,7 @@ impl App {
             max_concurrent: cfg.max_concurrent_calls,
             recordings_dir: Some(cfg.data_dir.join("recordings")),
             number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
+            degradation: cfg.degradation,
             ..SchedulerConfig::default()
         };
         let scheduler = outcall_scheduler::start(deps, sched_cfg).await?;
@@ -338,6 +382,29 @@ impl App {
         } else {
             None
         };
+        let monitor = match (&metrics, cfg.monitor_enabled) {
+            (Some(render), true) => {
+                let mcfg = match &cfg.monitor_file {
+                    Some(f) => outcall_monitor::MonitorConfig::from_file(f)
+                        .with_context(|| format!("invalid monitor file {}", f.display()))?,
+                    None => cfg.monitor.clone(),
+                };
+                let render = render.clone();
+                let source = Arc::new(outcall_monitor::FnSource::new(move || render()));
+                let sink = Arc::new(AlertEvents {
+                    store: service.store.clone(),
+                });
+                Some(
+                    outcall_monitor::Monitor::spawn(mcfg, source, Some(sink))
+                        .context("invalid monitor settings")?,
+                )
+            }
+            (None, true) => {
+                tracing::warn!("the monitor needs metrics = true: not started");
+                None
+            }
+            _ => None,
+        };
         metrics::gauge!(outcall_domain::metrics::READY).set(1.0);
         let samplers = tokio::spawn(sample_queue(service.store.clone()));
         let observability = outcall_api::http::Observability {
@@ -356,6 +423,7 @@ impl App {
             health,
             observability,
             samplers,
+            monitor: std::sync::Mutex::new(monitor),
         })
     }
 
@@ -364,6 +432,14 @@ impl App {
         self.health.drain();
         self.purge.abort();
         self.samplers.abort();
+        let monitor = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(m) = monitor {
+            m.shutdown().await;
+        }
         self.scheduler.shutdown(self.grace).await;
         // The last attempts' events: into the outbox, and out if the receiver takes them soon
         // (the rest goes out after the next start).
