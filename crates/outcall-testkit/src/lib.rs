@@ -44,7 +44,17 @@ pub fn start_sipp(
     args: &[&str],
     dir: &Path,
 ) -> SippProcess {
-    let port = free_port();
+    start_sipp_at(free_port(), scenario_name, transport, args, dir)
+}
+
+/// [`start_sipp`] on a given port (a carrier that comes back with another scenario).
+pub fn start_sipp_at(
+    port: u16,
+    scenario_name: &str,
+    transport: Transport,
+    args: &[&str],
+    dir: &Path,
+) -> SippProcess {
     let t = match transport {
         Transport::Udp => "u1",
         Transport::Tcp => "t1",

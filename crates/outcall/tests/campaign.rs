@@ -3,7 +3,7 @@
 //! 6-7 busy, 8 rings until our CANCEL, 9 is an empty number (404, Q.850 1).
 #![allow(clippy::disallowed_methods)] // plain threads here: no tokio runtime to block
 
-use outcall_testkit::{free_port, start_sipp, SippProcess, Transport};
+use outcall_testkit::{free_port, start_sipp, start_sipp_at, SippProcess, Transport};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -891,8 +891,9 @@ fn metrics_match_the_cdrs_of_a_sipp_campaign() {
     assert!(parts <= b["total_ms"].as_u64().unwrap() + 5, "{b}");
 }
 
-/// A minimal OTLP/HTTP receiver: answers every POST with 200 and keeps the bodies.
-fn otlp_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// A minimal HTTP receiver (OTLP, alert webhooks): answers every POST with 200 and keeps
+/// each request line and body.
+fn http_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -944,7 +945,7 @@ fn otlp_export_carries_the_trace_id_of_the_cdr() {
     let dir = tempfile::tempdir().unwrap();
     let sipp = carrier(dir.path());
     let cfg = config(dir.path(), sipp.port);
-    let (otlp, bodies) = otlp_receiver();
+    let (otlp, bodies) = http_receiver();
     let api = free_port();
     let mut cmd = Command::new(bin());
     cmd.args([
@@ -1036,4 +1037,133 @@ fn otlp_export_carries_the_trace_id_of_the_cdr() {
     }
     let all = bodies.join("\n");
     assert!(!all.contains("13800000001"), "no plaintext number in spans");
+}
+
+/// A carrier that starts failing (503 to everything): the failure-rate alert fires to a local
+/// webhook once, the trunk's circuit opens and dialing slows to probes; when the carrier answers
+/// again the circuit closes, the rate recovers and the alert resolves once.
+#[test]
+fn failing_carrier_fires_the_alert_slows_the_pacer_and_both_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut sipp = start_sipp_at(port, "uas_503.xml", Transport::Udp, &[], dir.path());
+    let (hook, received) = http_receiver();
+    let cfg = dir.path().join("outcall.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"shutdown_grace_secs = 5
+[[trunks]]
+name = "sipp"
+host = "127.0.0.1"
+port = {port}
+[degradation]
+window_secs = 10
+min_calls = 5
+recover_interval_secs = 1
+recover_step = 0.25
+open_secs = 2
+max_open_secs = 4
+[monitor]
+interval_secs = 0.25
+[[monitor.rules]]
+kind = "call_failure_rate"
+window_secs = 10
+for_secs = 1
+resolve_for_secs = 2
+min_calls = 5
+[[monitor.notifiers]]
+kind = "webhook"
+url = "http://127.0.0.1:{hook}/alerts"
+"#
+        ),
+    )
+    .unwrap();
+    let api = free_port();
+    let _node = serve(&dir.path().join("data"), Some(&cfg), api);
+    let base = format!("http://127.0.0.1:{api}/v1/campaigns");
+    let spec = serde_json::json!({
+        "name": "alerting", "trunks": ["sipp"], "max_concurrent": 10, "max_cps": 20,
+        "ring_timeout_secs": 1, "max_duration_secs": 1,
+        "retry": { "max_attempts": 1, "rules": {} }
+    });
+    let c = curl("POST", &base, Some(("application/json", &spec.to_string())));
+    let id = c["id"].as_i64().unwrap();
+    curl(
+        "POST",
+        &format!("{base}/{id}/contacts"),
+        Some(("text/csv", &numbers(1000))),
+    );
+    curl("POST", &format!("{base}/{id}/start"), None);
+    let t = token(&base);
+    let alerts = |state: &str| -> Vec<Value> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.starts_with("POST /alerts"))
+            .filter_map(|b| serde_json::from_str::<Value>(b.split_once('\n').unwrap().1).ok())
+            .filter(|v| v["status"] == state)
+            .collect()
+    };
+    let gauge = |name: &str| {
+        let (_, _, body) = scrape(api, Some(&t));
+        sum(&samples(&body), name, &[("trunk", "sipp")])
+    };
+    let attempts = || stats(api, id)["attempts"].as_u64().unwrap();
+    let wait = |what: &str, limit: u64, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(limit);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // The carrier fails: the alert fires (one notification) and the circuit opens.
+    wait("the firing alert", 30, &|| !alerts("firing").is_empty());
+    let firing = &alerts("firing")[0];
+    assert_eq!(
+        firing["alerts"][0]["labels"]["alertname"], "call_failure_rate",
+        "{firing}"
+    );
+    wait("the open circuit", 10, &|| {
+        gauge("outcall_trunk_circuit_state") == 2.0
+    });
+    // Dialing slows to probes: at 20 calls/s there would be about 100 attempts in 5 s.
+    let before = attempts();
+    std::thread::sleep(Duration::from_secs(5));
+    let slowed = attempts() - before;
+    assert!(
+        slowed <= 10,
+        "{slowed} attempts in 5 s with the circuit open"
+    );
+    assert!(
+        gauge("outcall_trunk_rate_factor") < 1.0,
+        "the trunk's rate is cut"
+    );
+
+    // The carrier recovers on the same address: a probe succeeds, the circuit closes, the rate
+    // climbs back and the alert resolves (one notification).
+    sipp.stop();
+    let _healthy = start_sipp_at(port, "uas_mix.xml", Transport::Udp, &[], dir.path());
+    wait("the closed circuit", 30, &|| {
+        gauge("outcall_trunk_circuit_state") == 0.0
+    });
+    wait("the full rate", 30, &|| {
+        gauge("outcall_trunk_rate_factor") == 1.0
+    });
+    let before = attempts();
+    std::thread::sleep(Duration::from_secs(3));
+    let recovered = attempts() - before;
+    assert!(
+        recovered >= 30,
+        "{recovered} attempts in 3 s after recovery (20/s configured)"
+    );
+    wait("the resolved alert", 30, &|| !alerts("resolved").is_empty());
+    assert_eq!(
+        alerts("firing").len(),
+        1,
+        "one firing notification, no storm"
+    );
+    assert_eq!(alerts("resolved").len(), 1);
 }
