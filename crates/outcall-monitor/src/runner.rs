@@ -68,10 +68,12 @@ struct UrlState {
 
 /// Scrapes the `/metrics` of one or more nodes and sums their samples by name and labels.
 ///
-/// Two things keep the sum meaningful: a node that does not answer contributes its last good
-/// samples (so its counters neither vanish nor come back looking like a reset), and a node's
+/// Three things keep the sum meaningful: a node that does not answer contributes its last good
+/// samples (so its counters neither vanish nor come back looking like a reset); a node's
 /// counter that went down (the node restarted) is continued from where it was, so one node's
-/// restart is not mistaken for a reset of the sum. The scrape fails only when no node answers.
+/// restart is not mistaken for a reset of the sum; and a counter a node stopped rendering
+/// (after a restart, until it moves again) keeps its last value. The scrape fails only when no
+/// node answers. Gauges are summed as they are.
 pub struct HttpSource {
     urls: Vec<reqwest::Url>,
     bearer: Option<String>,
@@ -150,6 +152,19 @@ impl MetricsSource for HttpSource {
                             }
                             adjusted.push((key, v));
                         }
+                        // A restarted node renders a counter again only once it moves: until
+                        // then its last value stands, so the sum does not drop.
+                        let seen: std::collections::HashSet<&SeriesKey> =
+                            adjusted.iter().map(|(k, _)| k).collect();
+                        let missing: Vec<(SeriesKey, f64)> = st
+                            .raw
+                            .iter()
+                            .filter(|(k, _)| !seen.contains(k))
+                            .map(|(k, raw)| {
+                                (k.clone(), raw + st.offset.get(k).copied().unwrap_or(0.0))
+                            })
+                            .collect();
+                        adjusted.extend(missing);
                         st.last = Some(adjusted);
                     }
                     Err(e) => {
