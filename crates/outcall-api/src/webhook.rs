@@ -18,7 +18,6 @@
 //!
 //! Payloads hold the masked number only (`+86138****5678`), like CDRs.
 
-use outcall_domain::metrics as M;
 use crate::error::ApiError;
 use crate::service::CampaignService;
 use axum::extract::rejection::QueryRejection;
@@ -28,6 +27,7 @@ use axum::Json;
 use hmac::{KeyInit, Mac};
 use jiff::Timestamp;
 use outcall_domain::campaign::{CampaignId, StatusCallback};
+use outcall_domain::metrics as M;
 use outcall_scheduler::{CallEventSink, StatusEvent};
 use outcall_store::{
     NewWebhookEvent, Store, StoreError, WebhookDelivery, WebhookFailure, WebhookQuery,
@@ -578,7 +578,8 @@ impl WebhookDispatcher {
         let (error, http_status) = match res {
             Ok(r) if r.status().is_success() => {
                 let code = r.status().as_u16();
-                metrics::counter!(M::WEBHOOK_DELIVERIES_TOTAL, "result" => "delivered").increment(1);
+                metrics::counter!(M::WEBHOOK_DELIVERIES_TOTAL, "result" => "delivered")
+                    .increment(1);
                 match self.store.webhook_delivered(d.id, now, code).await {
                     Ok(()) => debug!(delivery = d.id, status = code, "webhook delivered"),
                     // Left pending: the lease runs out and it is sent again (same event id).
@@ -597,7 +598,11 @@ impl WebhookDispatcher {
             http_status,
             retry_at,
         };
-        let result = if retry_at.is_some() { "retry" } else { "failed" };
+        let result = if retry_at.is_some() {
+            "retry"
+        } else {
+            "failed"
+        };
         metrics::counter!(M::WEBHOOK_DELIVERIES_TOTAL, "result" => result).increment(1);
         match self.store.webhook_failed(d.id, &failure).await {
             Ok(WebhookStatus::Failed) => warn!(

@@ -85,8 +85,7 @@ mod q {
     pub const ATTEMPTS_QUERY: &str = include_str!("sqlite/queries/attempts_query.sql");
     pub const ATTEMPTS_BY_HOUR: &str = include_str!("sqlite/queries/attempts_by_hour.sql");
     pub const CONTACTS_UNFINISHED: &str = include_str!("sqlite/queries/contacts_unfinished.sql");
-    pub const CONTACTS_DUE_BACKLOG: &str =
-        include_str!("sqlite/queries/contacts_due_backlog.sql");
+    pub const CONTACTS_DUE_BACKLOG: &str = include_str!("sqlite/queries/contacts_due_backlog.sql");
     pub const CONTACTS_NEXT_DUE: &str = include_str!("sqlite/queries/contacts_next_due.sql");
     pub const COUNTS_CONTACTS_BY_STATE: &str =
         include_str!("sqlite/queries/counts_contacts_by_state.sql");

@@ -890,15 +890,24 @@ mod cases {
         let running = campaign(&*s, "running").await;
         let draft = campaign(&*s, "draft").await;
         assert_eq!(s.due_backlog(t(100)).await.unwrap(), (0, None));
-        s.add_contacts(running, &[contact(1, 0), contact(2, 0), contact(3, 0)], t(10))
-            .await
-            .unwrap();
+        s.add_contacts(
+            running,
+            &[contact(1, 0), contact(2, 0), contact(3, 0)],
+            t(10),
+        )
+        .await
+        .unwrap();
         s.add_contacts(draft, &[contact(4, 0)], t(5)).await.unwrap();
         // Not running yet: nothing is backlog.
         assert_eq!(s.due_backlog(t(100)).await.unwrap(), (0, None));
-        s.set_campaign_status(running, CampaignStatus::Draft, CampaignStatus::Running, t(10))
-            .await
-            .unwrap();
+        s.set_campaign_status(
+            running,
+            CampaignStatus::Draft,
+            CampaignStatus::Running,
+            t(10),
+        )
+        .await
+        .unwrap();
         assert_eq!(s.due_backlog(t(9)).await.unwrap(), (0, None));
         assert_eq!(s.due_backlog(t(20)).await.unwrap(), (3, Some(t(10))));
         let ids: Vec<_> = s

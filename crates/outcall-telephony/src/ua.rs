@@ -12,11 +12,11 @@
 use crate::config::{CallerIdPool, SipTransport, TrunkConfig, UaConfig};
 use crate::engine::{AfterPrompt, BoxFuture, CallEngine, CallReport, CallRequest, CallUpdate};
 use crate::media::{MediaCommand, MediaEvent, MediaSession, DTMF_PAYLOAD_TYPE};
-use outcall_domain::metrics as m;
 use crate::now_ms;
 use outcall_domain::call::{CallEvent, CancelCause, HangupParty};
 use outcall_domain::cdr::CdrContext;
 use outcall_domain::dtmf::DtmfAction;
+use outcall_domain::metrics as m;
 use outcall_domain::reason::q850_cause;
 use outcall_domain::{mask_number, Call, Cdr, Classifier};
 use outcall_media::codec::Codec;
@@ -445,8 +445,7 @@ async fn run_call(
         dtmf: String::new(),
     };
     let masked = mask_number(&req.to);
-    let span =
-        tracing::info_span!("call", attempt = %req.attempt_id, trace_id = %req.trace_id, to = %masked);
+    let span = tracing::info_span!("call", attempt = %req.attempt_id, trace_id = %req.trace_id, to = %masked);
     let _g = span.enter();
 
     let media = if req.media {

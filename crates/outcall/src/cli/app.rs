@@ -258,7 +258,12 @@ impl outcall_monitor::TransitionSink for AlertEvents {
         let firing = t.state == outcall_monitor::AlertState::Firing;
         let e = outcall_store::NewSystemEvent {
             at: t.at,
-            kind: if firing { "alert.firing" } else { "alert.resolved" }.into(),
+            kind: if firing {
+                "alert.firing"
+            } else {
+                "alert.resolved"
+            }
+            .into(),
             subject: match &t.subject {
                 Some(s) => format!("{}:{s}", t.rule),
                 None => t.rule.clone(),
