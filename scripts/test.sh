@@ -25,5 +25,6 @@ if [ "${OUTCALL_SKIP_SCHEMATHESIS:-0}" != "1" ]; then
   bash scripts/schemathesis.sh "${OUTCALL_SCHEMATHESIS_SECONDS:-60}"
 fi
 
+log "deploy files: promtool check and test rules, yamllint, dashboard queries"; bash scripts/check-deploy.sh
 log "tests (unit and SIPp integration)"
 cargo nextest run --workspace --locked --no-fail-fast
