@@ -716,6 +716,16 @@ fn metrics_match_the_cdrs_of_a_sipp_campaign() {
     let base = format!("http://127.0.0.1:{api}");
     let t = token(&base);
     assert_eq!(scrape(api, None).0, 401, "metrics need a credential");
+    // A configured trunk's health shows before its first call.
+    let (_, _, first) = scrape(api, Some(&t));
+    let first = samples(&first);
+    assert_eq!(
+        sum(&first, "outcall_trunk_rate_factor", &[("trunk", "sipp")]),
+        1.0
+    );
+    assert!(first
+        .iter()
+        .any(|(n, l, v)| n == "outcall_trunk_circuit_state" && l["trunk"] == "sipp" && *v == 0.0));
     let ready = Command::new("curl")
         .args(["-sS", &format!("{base}/readyz")])
         .output()

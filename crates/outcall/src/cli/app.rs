@@ -282,6 +282,12 @@ impl outcall_monitor::TransitionSink for AlertEvents {
 
 impl App {
     pub async fn start(cfg: &AppConfig, extra_trunks: &[TrunkConfig]) -> Result<App> {
+        // First, so that what the parts record while they start (trunk gauges) is kept.
+        let recorder = if cfg.metrics {
+            Some(super::telemetry::install_metrics().map_err(anyhow::Error::msg)?)
+        } else {
+            None
+        };
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
         let store: Arc<dyn Store> = Arc::new(
@@ -377,8 +383,7 @@ impl App {
             scheduler: scheduler.clone(),
             draining: Default::default(),
         });
-        let metrics = if cfg.metrics {
-            let render = super::telemetry::install_metrics().map_err(anyhow::Error::msg)?;
+        let metrics = if let Some(render) = recorder {
             let ua_q = ua.clone();
             Some(Arc::new(move || {
                 ua_q.refresh_quality();

@@ -141,7 +141,8 @@ pub fn shutdown_tracing() {
 static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder (buckets and help texts from the metric catalogue) and
-/// returns a renderer for `/metrics`. Later calls return the same renderer.
+/// returns a renderer for `/metrics`. Later calls return the same renderer. Call it on the
+/// tokio runtime (its upkeep is a task).
 pub fn install_metrics() -> Result<Arc<dyn Fn() -> String + Send + Sync>, String> {
     let handle = match HANDLE.get() {
         Some(h) => h.clone(),
@@ -171,13 +172,13 @@ pub fn install_metrics() -> Result<Arc<dyn Fn() -> String + Send + Sync>, String
             metrics::gauge!(m::PROCESS_START).set(jiff::Timestamp::now().as_second() as f64);
             // Histograms and idle series are compacted periodically.
             let upkeep = h.clone();
-            std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(Duration::from_secs(5));
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
                     upkeep.run_upkeep();
-                })
-                .map_err(|e| format!("cannot start metrics upkeep: {e}"))?;
+                }
+            });
             let _ = HANDLE.set(h.clone());
             h
         }
