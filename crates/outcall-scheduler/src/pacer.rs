@@ -70,10 +70,13 @@ impl TokenBucket {
         if let Some(w) = self.window_wait(now) {
             return Err(w.max(Duration::from_micros(100)));
         }
-        if self.tokens >= 1.0 {
+        // A token short by a rounding error is a token: waiting for the last nanosecond of it
+        // would wake a timer that cannot wait that little, again and again.
+        if self.tokens >= 1.0 - 1e-9 {
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+                .max(Duration::from_micros(100)))
         }
     }
 
@@ -190,6 +193,34 @@ mod tests {
         }
         let first_ms = times.iter().take_while(|t| **t == t0).count();
         assert!(first_ms <= 20, "a burst is at most 20 ms worth: {first_ms}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_as_told_keeps_the_rate_at_fractional_rates() {
+        for rate in [0.1, 0.3, 0.4, 0.7, 1.3, 2.5, 3.3] {
+            let mut b = TokenBucket::new(rate, 1.0);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut taken = 0u32;
+            while taken < 100 {
+                match b.try_take(now) {
+                    Ok(()) => taken += 1,
+                    Err(wait) => {
+                        // Never "wait 0": a timer cannot, and the caller would spin.
+                        assert!(wait >= Duration::from_micros(100), "{rate}/s: {wait:?}");
+                        now += wait;
+                    }
+                }
+            }
+            // No second holds more than `rate` calls: 1.3/s is one call a second.
+            let effective = if rate < 1.0 { rate } else { rate.floor() };
+            let expected = 99.0 / effective;
+            let took = (now - t0).as_secs_f64();
+            assert!(
+                took <= expected * 1.01 + 0.01,
+                "{rate}/s: 100 calls took {took} s, expected {expected} s"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
