@@ -73,6 +73,7 @@ impl Role {
                     | P::WebhooksRead
                     | P::AuditRead
                     | P::MetricsRead
+                    | P::EventsRead
             ),
             Role::Agent => matches!(
                 p,
@@ -133,6 +134,8 @@ permissions! {
     WebhooksWrite = "webhooks:write",
     /// Prometheus metrics at `/metrics`.
     MetricsRead = "metrics:read",
+    /// System events: trunks degraded or recovered, circuit breakers, alerts.
+    EventsRead = "events:read",
 }
 
 /// Hashes a password with argon2id (default parameters, random salt) into a PHC string.

@@ -40,6 +40,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod campaign_admin;
+mod events;
 pub mod observe;
 
 pub use observe::{Check, Observability, Readiness, TraceId};
@@ -277,6 +278,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(webhook_deliveries))
         .routes(routes!(retry_webhook_delivery))
         .routes(routes!(observe::metrics))
+        .routes(routes!(events::list_events))
 }
 
 /// The OpenAPI document of the API.
