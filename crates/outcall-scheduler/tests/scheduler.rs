@@ -1242,7 +1242,10 @@ fn event_secs(start: Timestamp, e: &outcall_store::SystemEvent) -> f64 {
 }
 
 fn assert_near(got: f64, want: f64, what: &str) {
-    assert!((got - want).abs() < 0.05, "{what}: {got} s, expected {want} s");
+    assert!(
+        (got - want).abs() < 0.05,
+        "{what}: {got} s, expected {want} s"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1291,7 +1294,10 @@ async fn a_failing_trunk_opens_its_circuit_probes_after_open_secs_and_closes_on_
     let first_gap = after[2] - after[1];
     assert!(first_gap >= 5.0, "slow start after closing: {after:?}");
     let tail = dials_between(&d, t0, 220.0, 240.0).len();
-    assert!((19..=21).contains(&tail), "full rate again: {tail} calls in 20 s");
+    assert!(
+        (19..=21).contains(&tail),
+        "full rate again: {tail} calls in 20 s"
+    );
 
     let ev = env.system_events().await;
     assert_eq!(
@@ -1434,7 +1440,10 @@ async fn a_trunk_failing_60_percent_is_slowed_then_speeds_up_gradually_once_fail
     assert_eq!(factors, [0.5, 0.25, 0.125, 0.1, 1.0]);
     let secs: Vec<f64> = ev.iter().map(|e| event_secs(start_wall, e)).collect();
     for w in secs[..4].windows(2) {
-        assert!(w[1] - w[0] >= 14.99, "cuts a quarter window apart: {secs:?}");
+        assert!(
+            w[1] - w[0] >= 14.99,
+            "cuts a quarter window apart: {secs:?}"
+        );
     }
     let first = &ev[0];
     assert_eq!(first.severity, "warning");
