@@ -21,7 +21,7 @@ run() { # $1: off|on
   else
     "$BIN" --log-filter warn bench sip --trunk 127.0.0.1:26070 --calls "$CALLS" --cps "$CPS" \
       2>/dev/null
-  fi | awk -F'|' '/^\| outcall/ {gsub(/ /,"",$10); gsub(/ /,"",$7); print $10, $7}'
+  fi | awk -F'|' '/^\| outcall/ {gsub(/ /,"",$9); gsub(/ /,"",$7); print $9, $7}'
 }
 declare -a off_cpu on_cpu
 printf '| round | off: CPU ms/call | on: CPU ms/call | on / off |\n|---|---|---|---|\n'

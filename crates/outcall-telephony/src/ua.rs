@@ -196,7 +196,15 @@ impl CallEngine for SipUserAgent {
         Box::pin(async move {
             inner.active.fetch_add(1, Ordering::Relaxed);
             metrics::gauge!(m::CALLS_ACTIVE).increment(1.0);
-            let report = run_call(&inner, req, updates).await;
+            // The call's span covers every await of the call (never entered across one).
+            let span = tracing::info_span!(
+                "call",
+                attempt = %req.attempt_id,
+                trace_id = %req.trace_id,
+                to = %mask_number(&req.to)
+            );
+            let report =
+                tracing::Instrument::instrument(run_call(&inner, req, updates), span).await;
             metrics::gauge!(m::CALLS_ACTIVE).decrement(1.0);
             inner.active.fetch_sub(1, Ordering::Relaxed);
             report
@@ -445,8 +453,6 @@ async fn run_call(
         dtmf: String::new(),
     };
     let masked = mask_number(&req.to);
-    let span = tracing::info_span!("call", attempt = %req.attempt_id, trace_id = %req.trace_id, to = %masked);
-    let _g = span.enter();
 
     let media = if req.media {
         match MediaSession::start(inner.cfg.bind_ip, req.prompt.clone(), req.record_to.clone())
@@ -687,7 +693,6 @@ async fn run_call(
     if let Ok(mut m) = inner.remote_requests.lock() {
         m.remove(&call_id);
     }
-    drop(_g);
     finish(inner, run, &caller, &call_id, &masked, media).await
 }
 

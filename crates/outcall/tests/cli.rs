@@ -190,3 +190,45 @@ fn bad_input_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("unknown field `bogus`"), "{stderr}");
 }
+
+/// JSON logs: each call's lines carry that call's span (its trace id), never another call's,
+/// even with many calls in flight at once; `--metrics` records metrics on the side.
+#[test]
+fn json_logs_carry_each_calls_own_trace_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut carrier = sipp("uas_bench.xml", 40, dir.path());
+    let out = Command::new(bin())
+        .args([
+            "--log-filter",
+            "info",
+            "--log-json",
+            "bench",
+            "sip",
+            "--metrics",
+        ])
+        .args(["--trunk", &format!("127.0.0.1:{}", carrier.port)])
+        .args(["--calls", "40", "--cps", "200", "--hold-ms", "200"])
+        .output()
+        .unwrap();
+    assert!(carrier.child.wait().unwrap().success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let finished: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["fields"]["message"] == "call finished")
+        .collect();
+    assert_eq!(finished.len(), 40, "{stderr}");
+    for line in &finished {
+        // The bench gives each call the trace id of its attempt id.
+        assert_eq!(line["span"]["name"], "call", "{line}");
+        assert_eq!(
+            line["span"]["trace_id"], line["fields"]["attempt"],
+            "{line}"
+        );
+    }
+}
