@@ -40,6 +40,8 @@ pub struct AccessConfig {
     pub audit_retention: Duration,
     /// How long delivered and failed status webhook deliveries are kept.
     pub webhook_retention: Duration,
+    /// How long system events (alerts, trunk degradation) are kept.
+    pub event_retention: Duration,
 }
 
 impl Default for AccessConfig {
@@ -48,6 +50,7 @@ impl Default for AccessConfig {
             token_ttl: Duration::from_secs(12 * 3600),
             audit_retention: Duration::from_secs(183 * 86400),
             webhook_retention: Duration::from_secs(30 * 86400),
+            event_retention: Duration::from_secs(90 * 86400),
         }
     }
 }
@@ -620,6 +623,13 @@ impl Access {
             .await?;
         if webhooks > 0 {
             tracing::info!(deliveries = webhooks, "purged old webhook deliveries");
+        }
+        let events = self
+            .store
+            .purge_events(cut(self.config.event_retention))
+            .await?;
+        if events > 0 {
+            tracing::info!(events, "purged old system events");
         }
         if n > 0 {
             self.store

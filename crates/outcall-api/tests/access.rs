@@ -588,6 +588,37 @@ async fn audit_retention_purges_old_entries() {
 }
 
 #[tokio::test]
+async fn event_retention_purges_events_older_than_90_days() {
+    use outcall_store::EventStore;
+    let n = node().await;
+    let now = jiff::Timestamp::now();
+    for days in [91, 89] {
+        n.store
+            .append_event(&outcall_store::NewSystemEvent {
+                at: now - jiff::SignedDuration::from_hours(24 * days),
+                kind: "trunk.degraded".into(),
+                subject: format!("trunk-{days}"),
+                severity: "warning".into(),
+                message: "rate cut".into(),
+                details: json!({}),
+            })
+            .await
+            .unwrap();
+    }
+    n.access.purge().await.unwrap();
+    let left = n
+        .store
+        .list_events(&outcall_store::EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let subjects: Vec<&str> = left.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects, ["trunk-89"]);
+}
+
+#[tokio::test]
 async fn idempotency_keys_make_creation_repeat_safe() {
     let n = node().await;
     let op = n.key(Role::Operator).await;

@@ -1176,4 +1176,31 @@ url = "http://127.0.0.1:{hook}/alerts"
         "one firing notification, no storm"
     );
     assert_eq!(alerts("resolved").len(), 1);
+    // What happened is in the events an operator reads, in order.
+    let events = curl(
+        "GET",
+        &format!("http://127.0.0.1:{api}/v1/events?limit=1000"),
+        None,
+    );
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let at = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
+    assert!(
+        at("trunk.circuit_open") < at("trunk.circuit_closed"),
+        "{kinds:?}"
+    );
+    assert!(at("alert.firing") < at("alert.resolved"), "{kinds:?}");
+    assert!(at("trunk.degraded") < at("trunk.recovered"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "alert.firing").count(), 1);
+    let open = &events["events"][at("trunk.circuit_open")];
+    assert_eq!(open["subject"], "sipp", "{open}");
 }

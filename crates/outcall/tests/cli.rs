@@ -189,6 +189,39 @@ fn bad_input_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("unknown field `bogus`"), "{stderr}");
+    // `serve` refuses monitoring and degradation settings that cannot work, before it starts.
+    let data = dir.path().join("data");
+    for (toml, want) in [
+        ("[degradation]\nfailure_threshold = 2\n", "invalid [degradation]"),
+        ("[monitor]\n[[monitor.rules]]\nkind = \"call_failure_rate\"\nthreshold = 7\n", "invalid monitor settings"),
+        ("[monitor]\n[[monitor.notifiers]]\nkind = \"smtp\"\nhost = \"h\"\nfrom = \"a@b\"\nto = []\n", "invalid monitor settings"),
+        ("monitor_file = \"/nonexistent/monitor.toml\"\n", "invalid monitor file"),
+        ("[otlp]\n", "unknown field `otlp`"),
+    ] {
+        std::fs::write(&cfg, toml).unwrap();
+        let out = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("OUTCALL_ADMIN_PASSWORD", "a-long-enough-password")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{toml}: {stderr}");
+        assert!(stderr.contains(want), "{toml}: {stderr}");
+    }
+    let out = Command::new(bin())
+        .args([
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-endpoint",
+            "http://127.0.0.1:1",
+        ])
+        .args(["call", "--to", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OTLP protocol `grpc` is not supported"));
 }
 
 /// JSON logs: each call's lines carry that call's span (its trace id), never another call's,

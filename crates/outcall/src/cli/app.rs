@@ -67,6 +67,9 @@ pub struct AppConfig {
     /// Days delivered and failed status webhook deliveries are kept (pending ones always stay).
     #[serde(default = "default_webhook_retention")]
     pub webhook_retention_days: u64,
+    /// Days system events (alerts, trunk degradation) are kept.
+    #[serde(default = "default_event_retention")]
+    pub event_retention_days: u64,
     /// File with the session token key (hex); `OUTCALL_JWT_SECRET` overrides it. Created
     /// under `<data_dir>/keys/jwt.key` when not set.
     #[serde(default)]
@@ -130,6 +133,9 @@ fn default_audit_retention() -> u64 {
 }
 fn default_webhook_retention() -> u64 {
     30
+}
+fn default_event_retention() -> u64 {
+    90
 }
 
 fn default_data_dir() -> PathBuf {
@@ -316,6 +322,9 @@ impl App {
         if !(cfg.dedup_false_positive_rate > 0.0 && cfg.dedup_false_positive_rate < 0.5) {
             anyhow::bail!("dedup_false_positive_rate must be between 0 and 0.5");
         }
+        cfg.degradation
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid [degradation]: {e}"))?;
         let mut sources = Vec::new();
         for name in &cfg.attribution {
             sources.push(match name.as_str() {
@@ -507,6 +516,7 @@ pub fn build_access(cfg: &AppConfig, store: Arc<dyn Store>) -> Result<Access> {
             token_ttl: Duration::from_secs(cfg.token_ttl_hours.max(1) * 3600),
             audit_retention: Duration::from_secs(cfg.audit_retention_days.max(1) * 86400),
             webhook_retention: Duration::from_secs(cfg.webhook_retention_days.max(1) * 86400),
+            event_retention: Duration::from_secs(cfg.event_retention_days.max(1) * 86400),
         },
     ))
 }
