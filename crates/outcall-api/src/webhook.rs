@@ -304,6 +304,12 @@ impl CallEventSink for WebhookSink {
 }
 
 impl WebhookSink {
+    /// Whether the task that writes events to the outbox is still running (the in-process
+    /// event bus of `serve`).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Starts the task that writes events to the outbox and wakes `waker`.
     pub fn start(store: Arc<dyn Store>, waker: WebhookWaker) -> Arc<WebhookSink> {
         let (tx, rx) = mpsc::unbounded_channel();

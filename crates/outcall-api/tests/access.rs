@@ -589,7 +589,6 @@ async fn audit_retention_purges_old_entries() {
 
 #[tokio::test]
 async fn event_retention_purges_events_older_than_90_days() {
-    use outcall_store::EventStore;
     let n = node().await;
     let now = jiff::Timestamp::now();
     for days in [91, 89] {

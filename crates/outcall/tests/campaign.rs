@@ -732,6 +732,14 @@ fn metrics_match_the_cdrs_of_a_sipp_campaign() {
         .unwrap();
     let ready: Value = serde_json::from_slice(&ready.stdout).unwrap();
     assert_eq!(ready["status"], "ready", "{ready}");
+    let checks: Vec<&str> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == true)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["store", "scheduler", "bus"], "{ready}");
 
     let id = launch(api, 40, 1);
     // Scraped while calls are in flight.

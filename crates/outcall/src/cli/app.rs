@@ -189,6 +189,7 @@ impl AppConfig {
 pub struct NodeHealth {
     store: Arc<dyn Store>,
     scheduler: SchedulerHandle,
+    events: Arc<WebhookSink>,
     draining: std::sync::atomic::AtomicBool,
 }
 
@@ -223,7 +224,8 @@ impl outcall_api::http::Readiness for NodeHealth {
                 Err(_) => Some("no answer within 2 s".to_string()),
             };
             let scheduler = (!self.scheduler.is_running()).then(|| "stopped".to_string());
-            [("store", store), ("scheduler", scheduler)]
+            let bus = (!self.events.is_running()).then(|| "stopped".to_string());
+            [("store", store), ("scheduler", scheduler), ("bus", bus)]
                 .into_iter()
                 .map(|(name, error)| outcall_api::http::Check {
                     name: name.into(),
@@ -390,6 +392,7 @@ impl App {
         let health = Arc::new(NodeHealth {
             store: service.store.clone(),
             scheduler: scheduler.clone(),
+            events: webhook_sink.clone(),
             draining: Default::default(),
         });
         let metrics = if let Some(render) = recorder {
