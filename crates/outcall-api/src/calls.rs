@@ -66,7 +66,7 @@ pub struct CallView {
     pub created_at: String,
 }
 
-const PREFIX: &str = "call:";
+const PREFIX: &str = outcall_domain::campaign::SINGLE_CALL_PREFIX;
 
 impl CampaignService {
     /// Places a single call: creates its campaign, adds the number, starts it.

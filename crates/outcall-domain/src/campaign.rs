@@ -557,6 +557,21 @@ pub struct Campaign {
     pub updated_at: jiff::Timestamp,
 }
 
+/// Name prefix of the one-contact campaigns that single calls (`POST /v1/calls`) are.
+pub const SINGLE_CALL_PREFIX: &str = "call:";
+
+impl Campaign {
+    /// The `campaign` label of its metrics: its id, or `calls` for every single call (one
+    /// series for all of them, not one per call).
+    pub fn metric_label(&self) -> String {
+        if self.spec.name.starts_with(SINGLE_CALL_PREFIX) {
+            "calls".into()
+        } else {
+            self.id.to_string()
+        }
+    }
+}
+
 /// Where a contact is in its campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

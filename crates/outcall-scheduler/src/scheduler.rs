@@ -843,7 +843,7 @@ impl Scheduler {
         metrics::counter!(
             outcall_domain::metrics::ATTEMPTS_TOTAL,
             "trunk" => trunk_name.clone(),
-            "campaign" => cid.to_string()
+            "campaign" => rt.campaign.metric_label()
         )
         .increment(1);
         {
@@ -868,7 +868,7 @@ impl Scheduler {
         req.max_duration = Duration::from_secs(spec.max_duration_secs);
         req.queued_at_ms = Some(contact.due_at.as_millisecond().max(0) as u64);
         req.dispatched_at_ms = Some(now.as_millisecond().max(0) as u64);
-        req.campaign = Some(cid);
+        req.campaign_label = Some(rt.campaign.metric_label());
         req.cancel = rt.cancel.child_token();
         let record_dir = match (spec.record, &self.cfg.recordings_dir) {
             (true, Some(dir)) => Some(dir.join(cid.to_string())),

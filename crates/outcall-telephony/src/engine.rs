@@ -72,8 +72,8 @@ pub struct CallRequest {
     pub queued_at_ms: Option<u64>,
     /// When the scheduler dispatched the attempt (ms since epoch), for the CDR.
     pub dispatched_at_ms: Option<u64>,
-    /// The campaign, for metric labels.
-    pub campaign: Option<i64>,
+    /// The `campaign` label of the call's metrics (bounded: see `Campaign::metric_label`).
+    pub campaign_label: Option<String>,
     /// Cancelled: CANCEL or BYE the call now (operator, shutdown).
     pub cancel: CancellationToken,
 }
@@ -101,7 +101,7 @@ impl CallRequest {
             headers: Vec::new(),
             queued_at_ms: None,
             dispatched_at_ms: None,
-            campaign: None,
+            campaign_label: None,
             cancel: CancellationToken::new(),
         }
     }

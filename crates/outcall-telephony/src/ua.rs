@@ -72,6 +72,22 @@ struct Inner {
     caller_pools: Mutex<HashMap<String, CallerIdPool>>,
     active: AtomicUsize,
     quality: crate::quality::Quality,
+    /// Set when the node stops: a CANCEL then waits at most [`STOPPING_CANCEL_GRACE`].
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// How long a CANCEL sent while the node stops waits for the INVITE's final response: a
+/// carrier that no longer answers must not hold the shutdown for 64*T1.
+pub const STOPPING_CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+impl Inner {
+    fn cancel_grace(&self) -> Duration {
+        if self.stopping.load(Ordering::SeqCst) {
+            self.cfg.cancel_grace().min(STOPPING_CANCEL_GRACE)
+        } else {
+            self.cfg.cancel_grace()
+        }
+    }
 }
 
 /// A SIP user agent client that implements [`CallEngine`].
@@ -144,6 +160,7 @@ impl SipUserAgent {
             caller_pools: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
             quality: Default::default(),
+            stopping: Default::default(),
         });
         tokio::spawn(serve_incoming(inner.clone(), incoming));
         info!(addr = %inner.udp_addr, "sip user agent started");
@@ -178,6 +195,12 @@ impl SipUserAgent {
 
     pub fn active_calls(&self) -> usize {
         self.inner.active.load(Ordering::Relaxed)
+    }
+
+    /// The node is stopping: CANCELs sent from now on wait at most
+    /// [`STOPPING_CANCEL_GRACE`] for the final response instead of `cancel_grace_ms`.
+    pub fn begin_stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
     }
 
     /// Stops the endpoint (calls in flight should be finished first).
@@ -540,13 +563,13 @@ async fn run_call(
             _ = &mut ring_deadline, if canceled.is_none() => {
                 canceled = Some(CancelCause::RingTimeout);
                 debug!("ring timeout, sending cancel");
-                let _ = dialog.cancel().await;
-                cancel_deadline.as_mut().reset(Instant::now() + inner.cfg.cancel_grace());
+                send_cancel(&dialog);
+                cancel_deadline.as_mut().reset(Instant::now() + inner.cancel_grace());
             }
             _ = req.cancel.cancelled(), if canceled.is_none() => {
                 canceled = Some(CancelCause::Operator);
-                let _ = dialog.cancel().await;
-                cancel_deadline.as_mut().reset(Instant::now() + inner.cfg.cancel_grace());
+                send_cancel(&dialog);
+                cancel_deadline.as_mut().reset(Instant::now() + inner.cancel_grace());
             }
             _ = &mut cancel_deadline => {
                 handle.abort();
@@ -696,6 +719,17 @@ async fn run_call(
     finish(inner, run, &caller, &call_id, &masked, media).await
 }
 
+/// Sends CANCEL without waiting for its answer: the call loop goes on reading the INVITE's
+/// final response and its own deadline, even when the carrier no longer answers.
+fn send_cancel(dialog: &rsipstack::dialog::invite_dialog::InviteDialog) {
+    let d = dialog.clone();
+    tokio::spawn(async move {
+        if let Err(e) = d.cancel().await {
+            debug!(error = %e, "cancel not answered");
+        }
+    });
+}
+
 async fn recv_media(media: &mut Option<MediaSession>) -> Option<MediaEvent> {
     match media {
         Some(m) => m.events.recv().await,
@@ -743,8 +777,9 @@ async fn finish(
     let cdr = Cdr::from_call(&run.call, &inner.classifier, ctx);
     let trunk = req.trunk.name.clone();
     let campaign = req
-        .campaign
-        .map_or_else(|| "none".to_string(), |c| c.to_string());
+        .campaign_label
+        .clone()
+        .unwrap_or_else(|| "none".to_string());
     metrics::counter!(m::CALLS_TOTAL, "outcome" => cdr.outcome.as_str(), "trunk" => trunk.clone(), "campaign" => campaign)
         .increment(1);
     if let Some(s) = cdr.setup_ms {

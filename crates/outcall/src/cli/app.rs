@@ -452,6 +452,7 @@ impl App {
     /// Drains: no new calls, calls in flight finish (up to the grace period), then SIP stops.
     pub async fn shutdown(&self) {
         self.health.drain();
+        self.ua.begin_stop();
         self.purge.abort();
         self.samplers.abort();
         let monitor = self
