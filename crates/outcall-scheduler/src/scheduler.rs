@@ -1005,23 +1005,6 @@ async fn run_attempt(
         }
     };
     let now = deps.clock.now();
-    if let Some(c) = &cdr {
-        // Learn: only a Q.850 cause 1 confirms an empty number, never a bare 404.
-        let status = match outcome {
-            o if o.is_answered() => Some("valid"),
-            Outcome::EmptyNumber if c.q850_cause == Some(1) => Some("empty"),
-            Outcome::Suspended => Some("suspended"),
-            Outcome::InvalidFormat => Some("invalid_format"),
-            _ => None,
-        };
-        if let Err(e) = deps
-            .store
-            .record_number_outcome(&contact.number_hash, outcome, status, now)
-            .await
-        {
-            warn!(contact = contact.id, error = %e, "cannot record the number's status");
-        }
-    }
     let counts = deps
         .store
         .outcome_counts(contact.id)
@@ -1048,6 +1031,12 @@ async fn run_attempt(
             .await
         {
             Ok(()) => {
+                // Learned only once the attempt is recorded: a crash in between must not leave
+                // the number known as empty while its own attempt is retried (and then blocked
+                // as a known empty number instead of ending `empty_number`).
+                if let Some(c) = &cdr {
+                    learn_number(&deps, &contact, outcome, c, now).await;
+                }
                 if let Some(sink) = &deps.events {
                     let mut e = status_event(&contact, &start, StatusEventKind::Completed, now);
                     e.outcome = Some(outcome);
@@ -1069,6 +1058,31 @@ async fn run_attempt(
         }
     }
     trunk_fault
+}
+
+/// Records what the call taught about its number: only a Q.850 cause 1 confirms an empty
+/// number (空号), never a bare 404.
+async fn learn_number(
+    deps: &SchedulerDeps,
+    contact: &ContactRecord,
+    outcome: Outcome,
+    cdr: &outcall_domain::Cdr,
+    now: Timestamp,
+) {
+    let status = match outcome {
+        o if o.is_answered() => Some("valid"),
+        Outcome::EmptyNumber if cdr.q850_cause == Some(1) => Some("empty"),
+        Outcome::Suspended => Some("suspended"),
+        Outcome::InvalidFormat => Some("invalid_format"),
+        _ => None,
+    };
+    if let Err(e) = deps
+        .store
+        .record_number_outcome(&contact.number_hash, outcome, status, now)
+        .await
+    {
+        warn!(contact = contact.id, error = %e, "cannot record the number's status");
+    }
 }
 
 /// An event of this attempt, without the `completed` details.

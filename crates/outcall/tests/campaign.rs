@@ -1112,7 +1112,7 @@ url = "http://127.0.0.1:{hook}/alerts"
     let _node = serve(&dir.path().join("data"), Some(&cfg), api);
     let base = format!("http://127.0.0.1:{api}/v1/campaigns");
     let spec = serde_json::json!({
-        "name": "alerting", "trunks": ["sipp"], "max_concurrent": 10, "max_cps": 20,
+        "name": "alerting", "trunks": ["sipp"], "max_concurrent": 40, "max_cps": 20,
         "ring_timeout_secs": 1, "max_duration_secs": 1,
         "retry": { "max_attempts": 1, "rules": {} }
     });
