@@ -94,7 +94,11 @@ impl MediaSession {
         let (ctx, crx) = mpsc::unbounded_channel();
         let (etx, erx) = mpsc::unbounded_channel();
         let task = SessionTask::new(socket, prompt, recorder, etx);
-        let join = tokio::spawn(task.run(crx));
+        // The media task logs under the call's span (its trace id).
+        let join = tokio::spawn(tracing::Instrument::instrument(
+            task.run(crx),
+            tracing::Span::current(),
+        ));
         Ok(MediaSession {
             local_port,
             commands: ctx,

@@ -723,11 +723,14 @@ async fn run_call(
 /// final response and its own deadline, even when the carrier no longer answers.
 fn send_cancel(dialog: &rsipstack::dialog::invite_dialog::InviteDialog) {
     let d = dialog.clone();
-    tokio::spawn(async move {
-        if let Err(e) = d.cancel().await {
-            debug!(error = %e, "cancel not answered");
-        }
-    });
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            if let Err(e) = d.cancel().await {
+                debug!(error = %e, "cancel not answered");
+            }
+        },
+        tracing::Span::current(),
+    ));
 }
 
 async fn recv_media(media: &mut Option<MediaSession>) -> Option<MediaEvent> {
