@@ -1,0 +1,1 @@
+//! Event bus for call events and CDRs, and the ingest consumer.

@@ -1,0 +1,1 @@
+//! Task queue with leases, global pacing limits, dialer registry and two-level cache.

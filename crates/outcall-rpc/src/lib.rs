@@ -1,0 +1,1 @@
+//! Call control between scheduler and dialer nodes over gRPC.
