@@ -869,6 +869,7 @@ impl Scheduler {
         req.queued_at_ms = Some(contact.due_at.as_millisecond().max(0) as u64);
         req.dispatched_at_ms = Some(now.as_millisecond().max(0) as u64);
         req.campaign_label = Some(rt.campaign.metric_label());
+        req.campaign_id = cid;
         req.cancel = rt.cancel.child_token();
         let record_dir = match (spec.record, &self.cfg.recordings_dir) {
             (true, Some(dir)) => Some(dir.join(cid.to_string())),
@@ -982,26 +983,26 @@ async fn run_attempt(
                         entry = entry.id,
                         "blacklisted: not dialed"
                     );
-                    (Outcome::Blocked, None, Some("blacklist"))
+                    (Outcome::Blocked, None, Some("blacklist".to_string()))
                 }
                 Ok(None) if known_empty => {
                     debug!(contact = contact.id, "known empty number: not dialed");
-                    (Outcome::Blocked, None, Some("known_empty"))
+                    (Outcome::Blocked, None, Some("known_empty".to_string()))
                 }
                 Ok(None) => {
                     req.to = number;
                     let report = place_call(&deps, req, &contact, &start).await;
-                    (report.cdr.outcome, Some(report.cdr), None)
+                    (report.cdr.outcome, Some(report.cdr), report.cause)
                 }
                 Err(e) => {
                     warn!(contact = contact.id, error = %e, "cannot check the blacklist: not dialed");
-                    (Outcome::Failed, None, Some("blacklist_unavailable"))
+                    (Outcome::Failed, None, Some("blacklist_unavailable".to_string()))
                 }
             }
         }
         Err(e) => {
             warn!(contact = contact.id, error = %e, "number cannot be decrypted");
-            (Outcome::Failed, None, Some("number_unreadable"))
+            (Outcome::Failed, None, Some("number_unreadable".to_string()))
         }
     };
     let now = deps.clock.now();
@@ -1011,8 +1012,13 @@ async fn run_attempt(
         .await
         .unwrap_or_default();
     let same = counts.get(&outcome).copied().unwrap_or(0) + 1;
-    let next = match (cause, retry.decide(outcome, same, start.seq)) {
-        (None | Some("blacklist_unavailable"), RetryDecision::RetryAfter(s)) => {
+    // Causes of our own making that say nothing against the number: retried like any call.
+    let retryable = matches!(
+        cause.as_deref(),
+        None | Some("blacklist_unavailable" | "node_lost" | "no_dialer")
+    );
+    let next = match (retryable, retry.decide(outcome, same, start.seq)) {
+        (true, RetryDecision::RetryAfter(s)) => {
             ContactNext::Retry {
                 due_at: add_secs(now, s),
             }
@@ -1027,7 +1033,14 @@ async fn run_attempt(
     for _ in 0..8 {
         match deps
             .store
-            .finish_attempt(start.attempt_id, outcome, cause, cdr.as_ref(), next, now)
+            .finish_attempt(
+                start.attempt_id,
+                outcome,
+                cause.as_deref(),
+                cdr.as_ref(),
+                next,
+                now,
+            )
             .await
         {
             Ok(()) => {
@@ -1040,7 +1053,7 @@ async fn run_attempt(
                 if let Some(sink) = &deps.events {
                     let mut e = status_event(&contact, &start, StatusEventKind::Completed, now);
                     e.outcome = Some(outcome);
-                    e.cause = cause.map(str::to_string);
+                    e.cause = cause.clone();
                     e.cdr = cdr;
                     sink.emit(e);
                 }

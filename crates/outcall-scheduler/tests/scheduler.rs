@@ -175,6 +175,7 @@ impl CallEngine for Scripted {
             CallReport {
                 transitions: vec![],
                 cdr,
+                cause: None,
             }
         })
     }
@@ -1164,6 +1165,7 @@ impl CallEngine for Flaky {
             CallReport {
                 transitions: vec![],
                 cdr,
+                cause: None,
             }
         })
     }

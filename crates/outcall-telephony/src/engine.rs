@@ -4,7 +4,7 @@ use crate::config::TrunkConfig;
 use outcall_domain::call::Transition;
 use outcall_domain::dtmf::DtmfRules;
 use outcall_domain::Cdr;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -74,6 +74,8 @@ pub struct CallRequest {
     pub dispatched_at_ms: Option<u64>,
     /// The `campaign` label of the call's metrics (bounded: see `Campaign::metric_label`).
     pub campaign_label: Option<String>,
+    /// The campaign the attempt belongs to (0: none), for nodes that place calls for others.
+    pub campaign_id: i64,
     /// Cancelled: CANCEL or BYE the call now (operator, shutdown).
     pub cancel: CancellationToken,
 }
@@ -102,13 +104,14 @@ impl CallRequest {
             queued_at_ms: None,
             dispatched_at_ms: None,
             campaign_label: None,
+            campaign_id: 0,
             cancel: CancellationToken::new(),
         }
     }
 }
 
 /// Live news about a call, for CLIs and event publishers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CallUpdate {
     Transition(Transition),
@@ -116,10 +119,14 @@ pub enum CallUpdate {
 }
 
 /// The end of a call.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallReport {
     pub transitions: Vec<Transition>,
     pub cdr: Cdr,
+    /// Why our side ended the call without its real outcome being known, when it did
+    /// (`node_lost`: the dialer node carrying it went away; `no_dialer`: none could take it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -826,5 +826,6 @@ async fn finish(
     CallReport {
         transitions: run.call.history().to_vec(),
         cdr,
+        cause: None,
     }
 }

@@ -79,6 +79,7 @@ impl CallEngine for NullEngine {
             CallReport {
                 transitions: vec![],
                 cdr: null_cdr(),
+                cause: None,
             }
         })
     }
