@@ -7,6 +7,7 @@ cd "$ROOT"
 
 need_debs sipp:sip-tester curl:curl openssl:openssl
 need_nextest
+bash scripts/services.sh  # PostgreSQL, Redis, RabbitMQ, NATS: started when down
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet 'aiosmtpd==1.4.6'  # SMTP server of the alert mail test
 
 log "format"
