@@ -48,6 +48,13 @@ pub struct SchedulerConfig {
     pub number_status_ttl: Duration,
     /// Automatic degradation and circuit breaking of trunks that fail.
     pub degradation: DegradationConfig,
+    /// Re-read campaigns and trunks from the store this often, for changes made by other
+    /// nodes (an API node of a distributed deployment); `None`: changes arrive through the
+    /// handle only (one process).
+    pub sync_interval: Option<Duration>,
+    /// At start, close every attempt left open (one process: they all died with it). `false`:
+    /// only this node's own (other nodes' attempts may be live).
+    pub reconcile_all: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -60,6 +67,8 @@ impl Default for SchedulerConfig {
             recordings_dir: None,
             number_status_ttl: Duration::from_secs(90 * 86400),
             degradation: DegradationConfig::default(),
+            sync_interval: None,
+            reconcile_all: true,
         }
     }
 }
@@ -265,7 +274,7 @@ pub async fn start(
     deps: SchedulerDeps,
     cfg: SchedulerConfig,
 ) -> Result<SchedulerHandle, SchedulerError> {
-    reconcile(&deps).await?;
+    reconcile(&deps, (!cfg.reconcile_all).then_some(cfg.node.as_str())).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let live: LiveMap = Arc::default();
     let health = degrade::HealthRt::start(cfg.degradation, deps.store.clone());
@@ -304,8 +313,11 @@ pub async fn start(
 
 /// Attempts still open belong to calls that died with the previous process: close them as
 /// `failed` (cause `node_restart`) and reschedule by the campaign's policy.
-async fn reconcile(deps: &SchedulerDeps) -> Result<(), SchedulerError> {
-    let open = deps.store.open_attempts().await?;
+async fn reconcile(deps: &SchedulerDeps, only_node: Option<&str>) -> Result<(), SchedulerError> {
+    let mut open = deps.store.open_attempts().await?;
+    if let Some(node) = only_node {
+        open.retain(|a| a.node == node);
+    }
     if open.is_empty() {
         return Ok(());
     }
@@ -475,6 +487,9 @@ impl Scheduler {
     async fn run(mut self) {
         let mut refill = tokio::time::interval(self.cfg.refill_interval);
         refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sync_every = self.cfg.sync_interval;
+        let mut sync = tokio::time::interval(sync_every.unwrap_or(Duration::from_secs(3600)));
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown: Option<(Instant, oneshot::Sender<()>)> = None;
         let mut cancelled_all = false;
         loop {
@@ -501,6 +516,7 @@ impl Scheduler {
                     self.ready.push(exp.into_inner());
                 }
                 _ = refill.tick(), if !self.draining => self.refill().await,
+                _ = sync.tick(), if sync_every.is_some() && !self.draining => self.sync().await,
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                     self.wake = None;
                 }
@@ -523,6 +539,42 @@ impl Scheduler {
                 continue;
             }
             self.dispatch().await;
+        }
+    }
+
+    /// Picks up what other nodes changed: new campaigns, status and spec changes (by
+    /// `updated_at`), deleted campaigns, trunks.
+    async fn sync(&mut self) {
+        self.reload_trunks().await;
+        let list = match self.deps.store.list_campaigns().await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot list campaigns");
+                return;
+            }
+        };
+        let present: HashSet<CampaignId> = list.iter().map(|c| c.id).collect();
+        let gone: Vec<CampaignId> = self
+            .campaigns
+            .keys()
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.reload(id).await;
+        }
+        for c in list {
+            let changed = match self.campaigns.get(&c.id) {
+                Some(rt) => {
+                    rt.campaign.updated_at != c.updated_at || rt.campaign.status != c.status
+                }
+                None => !c.status.is_final(),
+            };
+            if changed {
+                let id = c.id;
+                self.install(c).await;
+                self.refill_campaign(id).await;
+            }
         }
     }
 
@@ -996,7 +1048,11 @@ async fn run_attempt(
                 }
                 Err(e) => {
                     warn!(contact = contact.id, error = %e, "cannot check the blacklist: not dialed");
-                    (Outcome::Failed, None, Some("blacklist_unavailable".to_string()))
+                    (
+                        Outcome::Failed,
+                        None,
+                        Some("blacklist_unavailable".to_string()),
+                    )
                 }
             }
         }
@@ -1018,11 +1074,9 @@ async fn run_attempt(
         None | Some("blacklist_unavailable" | "node_lost" | "no_dialer")
     );
     let next = match (retryable, retry.decide(outcome, same, start.seq)) {
-        (true, RetryDecision::RetryAfter(s)) => {
-            ContactNext::Retry {
-                due_at: add_secs(now, s),
-            }
-        }
+        (true, RetryDecision::RetryAfter(s)) => ContactNext::Retry {
+            due_at: add_secs(now, s),
+        },
         _ => ContactNext::Done { outcome },
     };
     // For the trunk's health: only a call that was placed says something about the trunk.

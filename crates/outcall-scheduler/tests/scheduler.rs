@@ -214,16 +214,20 @@ impl Env {
     }
 
     async fn start(&mut self, max_concurrent: u32) {
+        self.start_config(SchedulerConfig {
+            max_concurrent,
+            ..SchedulerConfig::default()
+        })
+        .await
+    }
+
+    async fn start_config(&mut self, cfg: SchedulerConfig) {
         let deps = SchedulerDeps {
             store: self.store.clone(),
             engine: self.engine.clone(),
             vault: self.vault.clone(),
             clock: self.clock,
             events: self.events.clone(),
-        };
-        let cfg = SchedulerConfig {
-            max_concurrent,
-            ..SchedulerConfig::default()
         };
         self.handle = Some(start(deps, cfg).await.unwrap());
     }
@@ -732,6 +736,75 @@ async fn attempts_left_open_by_a_crash_are_closed_and_rescheduled() {
     assert_eq!(contact.state, ContactState::Done);
     assert_eq!(contact.attempts, 2);
     assert_eq!(env.store.open_attempts().await.unwrap().len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduler_of_many_nodes_picks_up_changes_from_the_store_and_closes_only_its_own_attempts(
+) {
+    let mut env = Env::new(Duration::from_secs(1)).await;
+    let c = env.campaign(serde_json::json!({})).await;
+    env.add(
+        c,
+        &[
+            ("+8613800000001", 0, None),
+            ("+8613800000002", 0, None),
+            ("+8613800000003", 0, None),
+        ],
+    )
+    .await;
+    env.act(c, LifecycleAction::Start).await;
+    let due = env
+        .store
+        .due_contacts(c, env.clock.now(), 10)
+        .await
+        .unwrap();
+    // This node's attempt from before its restart, and a live one of another scheduler.
+    let mine = env
+        .store
+        .begin_attempt(due[0].id, "sched-1", env.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    let theirs = env
+        .store
+        .begin_attempt(due[1].id, "sched-2", env.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    env.act(c, LifecycleAction::Pause).await;
+    env.start_config(SchedulerConfig {
+        node: "sched-1".into(),
+        sync_interval: Some(Duration::from_secs(1)),
+        reconcile_all: false,
+        ..SchedulerConfig::default()
+    })
+    .await;
+    let open: Vec<i64> = env
+        .store
+        .open_attempts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.attempt_id)
+        .collect();
+    assert_eq!(open, vec![theirs.attempt_id], "only its own attempt closed");
+    let closed = env.store.list_attempts(c, None, 10).await.unwrap();
+    let closed = closed.iter().find(|a| a.id == mine.attempt_id).unwrap();
+    assert_eq!(closed.cause.as_deref(), Some("node_restart"));
+    // Another node (an API node) resumes the campaign in the store only: no reload message.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(env.engine.dialed().is_empty(), "paused: nothing dialed");
+    let now = env.clock.now();
+    env.store
+        .set_campaign_status(c, CampaignStatus::Paused, CampaignStatus::Running, now)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.engine.dialed().len(),
+        1,
+        "the resumed campaign is dialed within the sync interval"
+    );
 }
 
 #[tokio::test(start_paused = true)]
