@@ -165,10 +165,16 @@ for name, s in svcs.items():
     files = [cfg.get(k) for k in ("jwt_secret_file", "webhook_secret_file")]
     files += [cfg.get(t, {}).get("url_file") for t in ("store", "bus")]
     files += [t.get("password_file") for t in cfg.get("trunks", [])]
-    mounted = {x["target"] for x in s.get("secrets", [])}
+    mounted = {x["target"]: x["source"] for x in s.get("secrets", [])}
     for f in filter(None, files):
         if f not in mounted:
             errs.append(f"{name}: {f} named by its outcall.toml is not mounted")
+    for target, source in mounted.items():
+        if target.startswith("/run/secrets/outcall/") and Path(target).name != source:
+            errs.append(f"{name}: secret {source} mounted as {target}")
+    # The number vault's keys: the same file on every node, where the node looks for them.
+    if mounted.get("/var/lib/outcall/keys/number.keys") != "number-keys":
+        errs.append(f"{name}: number-keys not mounted at /var/lib/outcall/keys/number.keys")
     env = s.get("environment", {})
     if "OUTCALL_NODE" not in env:
         errs.append(f"{name}: no OUTCALL_NODE")
@@ -206,7 +212,7 @@ for e in errs:
     print(e)
 sys.exit(1 if errs else 0)
 PYEOF
-ok compose "stack rules: mounted files exist, no password in environment, read-only roles with /readyz healthchecks, secrets named by each outcall.toml mounted, dispatcher.list and prometheus.yml cover the dialers and nodes"
+ok compose "stack rules: mounted files exist, no password in environment, read-only roles with /readyz healthchecks, secrets named by each outcall.toml and the number keys mounted, dispatcher.list and prometheus.yml cover the dialers and nodes"
 
 # The stack's Prometheus configuration, with a throwaway key where the volume's would be.
 mkdir -p "$tmp/prometheus/rules"
@@ -321,6 +327,16 @@ for name, w in workloads.items():
         rel = f.removeprefix("/run/secrets/outcall/")
         if rel == f or rel not in items or items[rel] not in keys:
             errs.append(f"{name}: {f} named by its outcall.toml is not mounted from the Secret")
+    for m in c.get("volumeMounts", []):
+        if m["mountPath"] == "/var/lib/outcall/keys/number.keys":
+            if m["name"] != mounts.get("/run/secrets/outcall") or items.get(m.get("subPath")) != "number-keys":
+                errs.append(f"{name}: /var/lib/outcall/keys/number.keys is not the Secret's number-keys")
+            break
+    else:
+        errs.append(f"{name}: the number keys are not mounted at /var/lib/outcall/keys/number.keys")
+    for path, key in items.items():
+        if path != key:
+            errs.append(f"{name}: Secret key {key} mounted as {path}")
     for e in c.get("env", []):
         ref = e.get("valueFrom", {}).get("secretKeyRef")
         if ref and ref["key"] not in secret_keys(re.sub(r"-[a-z0-9]{10}$", "", ref["name"])):
@@ -384,7 +400,7 @@ for e in errs:
     print(e)
 sys.exit(1 if errs else 0)
 PYEOF
-ok k8s "manifest rules: probes /readyz and /healthz, resources, non-root, read-only root, grace > shutdown grace, secrets named by each outcall.toml mounted, HPA (CPU 70 %) for api/dialer/ingest, a PDB per role, Services and the dialer spool on a PVC"
+ok k8s "manifest rules: probes /readyz and /healthz, resources, non-root, read-only root, grace > shutdown grace, secrets named by each outcall.toml and the number keys mounted, HPA (CPU 70 %) for api/dialer/ingest, a PDB per role, Services and the dialer spool on a PVC"
 
 # ------------------------------------------------------------------------------ kamailio
 KCFG=deploy/kamailio/kamailio.cfg

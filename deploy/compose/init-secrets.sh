@@ -38,6 +38,10 @@ printf 'default_user = outcall\ndefault_pass = %s\n' "$(get rabbitmq-password)" 
 printf 'amqp://outcall:%s@rabbitmq:5672/%%2f\n' "$(get rabbitmq-password)" | put bus-url
 
 rand_hex 32 | put jwt-secret
+# The number vault's keys (AES-256-GCM and the blind index): every node needs the same ones.
+# Back this file up: losing it loses every stored number.
+printf '# Outcall number keys: keep secret, keep a backup; losing them loses every number.\nindex=%s\n1=%s\ncurrent=1\n' \
+  "$(rand_hex 32)" "$(rand_hex 32)" | put number-keys
 rand_hex 32 | put webhook-secret
 rand_hex 16 | put admin-password
 rand_hex 16 | put trunk-password
