@@ -6,12 +6,14 @@ use crate::health::{DegradationConfig, TrunkHealth};
 use crate::pacer::Pacer;
 use jiff::Timestamp;
 use outcall_domain::campaign::{
-    AfterPrompt, Campaign, CampaignId, CampaignStatus, ContactId, RetryDecision, StatusEventKind,
+    AfterPrompt, Campaign, CampaignId, CampaignStatus, ContactId, ContactState, RetryDecision,
+    StatusEventKind,
 };
 use outcall_domain::window::WindowSchedule;
 use outcall_domain::CallState;
 use outcall_domain::Outcome;
 use outcall_pool::NumberVault;
+use outcall_queue::{Acquire, Lease, Limiter, PaceLimits, SlotRequest, TaskQueue};
 use outcall_store::{ContactNext, ContactRecord, Store, StoreError};
 use outcall_telephony::engine::AfterPrompt as EngineAfterPrompt;
 use outcall_telephony::engine::{CallReport, CallUpdate};
@@ -55,6 +57,14 @@ pub struct SchedulerConfig {
     /// At start, close every attempt left open (one process: they all died with it). `false`:
     /// only this node's own (other nodes' attempts may be live).
     pub reconcile_all: bool,
+    /// How long a task claimed from a shared queue stays this node's without a renewal
+    /// (renewed every third of it while its call lives): a node that dies loses its tasks to
+    /// the others after this.
+    pub lease: Duration,
+    /// Write each call's CDR with its attempt. `false` when dialer nodes publish CDRs to a bus
+    /// and ingest nodes write them: the attempt is closed without it (the CDR of a call lost
+    /// with its dialer, which nobody else has, is still written here).
+    pub store_cdrs: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -69,6 +79,8 @@ impl Default for SchedulerConfig {
             degradation: DegradationConfig::default(),
             sync_interval: None,
             reconcile_all: true,
+            store_cdrs: true,
+            lease: Duration::from_secs(15),
         }
     }
 }
@@ -82,6 +94,12 @@ pub struct SchedulerDeps {
     pub clock: Clock,
     /// Receives each attempt's status events (initiated, ringing, answered, completed).
     pub events: Option<Arc<dyn CallEventSink>>,
+    /// A queue shared by several scheduler nodes (Redis): due contacts are pushed to it and
+    /// each node dials only the tasks it claimed. `None`: this node loads due contacts from
+    /// the store itself (one scheduler).
+    pub queue: Option<Arc<dyn TaskQueue>>,
+    /// Campaign and trunk limits enforced across nodes (Redis), on top of this node's own.
+    pub limiter: Option<Arc<dyn Limiter>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +212,9 @@ fn trim_recent(q: &mut VecDeque<Instant>) {
 struct Task {
     campaign_priority: i32,
     contact: Arc<ContactRecord>,
+    /// This node's claim on the task in the shared queue, and when it was last renewed.
+    lease: Option<Lease>,
+    renewed: Instant,
 }
 
 impl Task {
@@ -267,6 +288,10 @@ struct Scheduler {
     wake: Option<Instant>,
     draining: bool,
     health: degrade::HealthRt,
+    /// When each campaign's expired leases were last reaped (shared queue).
+    last_reap: HashMap<CampaignId, Instant>,
+    /// Numbers the limiter slots of this node's calls.
+    slot_seq: u64,
 }
 
 /// Reconciles attempts left open by a previous run, then starts the scheduler task.
@@ -296,6 +321,8 @@ pub async fn start(
         wake: None,
         draining: false,
         health,
+        last_reap: HashMap::new(),
+        slot_seq: 0,
     };
     s.reload_trunks().await;
     for c in s.deps.store.list_campaigns().await? {
@@ -325,54 +352,82 @@ async fn reconcile(deps: &SchedulerDeps, only_node: Option<&str>) -> Result<(), 
         count = open.len(),
         "closing attempts left open by a restart"
     );
-    let now = deps.clock.now();
     for a in open {
-        let campaign = deps.store.get_campaign(a.campaign_id).await?;
-        let counts = deps.store.outcome_counts(a.contact_id).await?;
-        let same = counts.get(&Outcome::Failed).copied().unwrap_or(0) + 1;
-        let next = match campaign.spec.retry.decide(Outcome::Failed, same, a.seq) {
-            RetryDecision::RetryAfter(s) => ContactNext::Retry {
-                due_at: add_secs(now, s),
-            },
-            RetryDecision::Final => ContactNext::Done {
-                outcome: Outcome::Failed,
-            },
-        };
-        deps.store
-            .finish_attempt(
-                a.attempt_id,
-                Outcome::Failed,
-                Some("node_restart"),
-                None,
-                next,
-                now,
-            )
-            .await?;
-        if let Some(sink) = &deps.events {
-            // The integrator saw this attempt initiated: tell them how it ended.
-            let number = match deps.store.get_contact(a.contact_id).await {
-                Ok(c) => c.masked,
-                Err(e) => {
-                    warn!(contact = a.contact_id, error = %e, "cannot read contact for its event");
-                    String::new()
-                }
-            };
-            sink.emit(StatusEvent {
-                kind: StatusEventKind::Completed,
-                campaign_id: a.campaign_id,
-                contact_id: a.contact_id,
-                attempt_id: a.attempt_id,
-                seq: a.seq,
-                at: now,
-                number,
-                outcome: Some(Outcome::Failed),
-                cause: Some("node_restart".into()),
-                cdr: None,
-            });
-        }
+        close_open(deps, a, "node_restart").await?;
     }
     Ok(())
 }
+
+/// Closes an attempt whose node is gone as `failed` with `cause`, and reschedules its contact
+/// by the campaign's policy.
+async fn close_open(
+    deps: &SchedulerDeps,
+    a: outcall_store::OpenAttempt,
+    cause: &str,
+) -> Result<(), SchedulerError> {
+    let now = deps.clock.now();
+    let campaign = deps.store.get_campaign(a.campaign_id).await?;
+    let counts = deps.store.outcome_counts(a.contact_id).await?;
+    let same = counts.get(&Outcome::Failed).copied().unwrap_or(0) + 1;
+    let next = match campaign.spec.retry.decide(Outcome::Failed, same, a.seq) {
+        RetryDecision::RetryAfter(s) => ContactNext::Retry {
+            due_at: add_secs(now, s),
+        },
+        RetryDecision::Final => ContactNext::Done {
+            outcome: Outcome::Failed,
+        },
+    };
+    deps.store
+        .finish_attempt(a.attempt_id, Outcome::Failed, Some(cause), None, next, now)
+        .await?;
+    if let Some(sink) = &deps.events {
+        // The integrator saw this attempt initiated: tell them how it ended.
+        let number = match deps.store.get_contact(a.contact_id).await {
+            Ok(c) => c.masked,
+            Err(e) => {
+                warn!(contact = a.contact_id, error = %e, "cannot read contact for its event");
+                String::new()
+            }
+        };
+        sink.emit(StatusEvent {
+            kind: StatusEventKind::Completed,
+            campaign_id: a.campaign_id,
+            contact_id: a.contact_id,
+            attempt_id: a.attempt_id,
+            seq: a.seq,
+            at: now,
+            number,
+            outcome: Some(Outcome::Failed),
+            cause: Some(cause.into()),
+            cdr: None,
+        });
+    }
+    Ok(())
+}
+
+/// Gives a claimed task back to the shared queue, due at `due_at_ms`, without waiting.
+fn release_later(q: &Arc<dyn TaskQueue>, lease: &Lease, due_at_ms: i64) {
+    let (q, lease) = (q.clone(), lease.clone());
+    tokio::spawn(async move {
+        if let Err(e) = q.release(&lease, due_at_ms).await {
+            warn!(contact = lease.task.contact_id, error = %e, "cannot release a task");
+        }
+    });
+}
+
+/// Marks a claimed task done in the shared queue, without waiting.
+fn ack_later(q: &Arc<dyn TaskQueue>, lease: &Lease) {
+    let (q, lease) = (q.clone(), lease.clone());
+    tokio::spawn(async move {
+        if let Err(e) = q.ack(&lease).await {
+            warn!(contact = lease.task.contact_id, error = %e, "cannot acknowledge a task");
+        }
+    });
+}
+
+/// How long a global limiter slot stays taken without a renewal (renewed while the call
+/// lives): the slots of a node that dies free themselves after this.
+const SLOT_HOLD: Duration = Duration::from_secs(60);
 
 fn add_secs(t: Timestamp, s: u64) -> Timestamp {
     t.checked_add(jiff::SignedDuration::from_secs(
@@ -660,6 +715,46 @@ impl Scheduler {
                 return;
             }
         };
+        // Claim no more than this node can start soon, so claimed tasks seldom wait on
+        // a lease: free call slots plus about five seconds at the campaign's rate.
+        let soon = (rt
+            .campaign
+            .spec
+            .max_concurrent
+            .saturating_sub(rt.pacer.active) as f64
+            + rt.campaign.spec.max_cps * 5.0)
+            .ceil() as u32;
+        let added = match self.deps.queue.clone() {
+            Some(q) => {
+                self.claim_from(q, id, campaign_priority, list, want.min(soon.max(1)))
+                    .await
+            }
+            None => self.load_local(campaign_priority, list, want, now),
+        };
+        if let Some(rt) = self.campaigns.get_mut(&id) {
+            rt.loaded += added;
+        }
+        let (active, loaded) = match self.campaigns.get(&id) {
+            Some(rt) => (rt.pacer.active, rt.loaded),
+            None => return,
+        };
+        if active == 0 && loaded == 0 {
+            match self.deps.store.unfinished_contacts(id).await {
+                Ok(0) => self.complete(id).await,
+                Ok(_) => {}
+                Err(e) => warn!(campaign = id, error = %e, "cannot count contacts"),
+            }
+        }
+    }
+
+    /// One scheduler: the due contacts go into this node's wheel (due later) or heap (due now).
+    fn load_local(
+        &mut self,
+        campaign_priority: i32,
+        list: Vec<ContactRecord>,
+        want: u32,
+        now: Timestamp,
+    ) -> usize {
         let mut added = 0;
         for c in list {
             if added >= want as usize {
@@ -673,6 +768,8 @@ impl Scheduler {
             let task = Task {
                 campaign_priority,
                 contact: Arc::new(c),
+                lease: None,
+                renewed: Instant::now(),
             };
             if due <= now {
                 self.ready.push(task);
@@ -680,18 +777,158 @@ impl Scheduler {
                 self.wheel.insert_at(task, self.deps.clock.instant_at(due));
             }
         }
-        if let Some(rt) = self.campaigns.get_mut(&id) {
-            rt.loaded += added;
+        added
+    }
+
+    /// Several schedulers: the due contacts go into the shared queue (each once), and this
+    /// node takes the due tasks it claims, under a lease. Leases of dead nodes are reaped
+    /// here too.
+    async fn claim_from(
+        &mut self,
+        q: Arc<dyn TaskQueue>,
+        id: CampaignId,
+        campaign_priority: i32,
+        list: Vec<ContactRecord>,
+        want: u32,
+    ) -> usize {
+        let now_ms = self.deps.clock.now().as_millisecond();
+        let tasks: Vec<outcall_queue::Task> = list
+            .iter()
+            .map(|c| outcall_queue::Task {
+                campaign_id: id,
+                contact_id: c.id,
+                priority: c.priority,
+                due_at_ms: c.due_at.as_millisecond(),
+            })
+            .collect();
+        if !tasks.is_empty() {
+            if let Err(e) = q.push(&tasks).await {
+                warn!(campaign = id, error = %e, "cannot queue due contacts");
+            }
         }
-        let (active, loaded) = match self.campaigns.get(&id) {
-            Some(rt) => (rt.pacer.active, rt.loaded),
-            None => return,
+        self.reap(&q, id, now_ms).await;
+        self.renew_waiting(&q, id).await;
+        let leases = match q
+            .claim(id, now_ms, want, &self.cfg.node, self.cfg.lease)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(campaign = id, error = %e, "cannot claim tasks");
+                return 0;
+            }
         };
-        if active == 0 && loaded == 0 {
-            match self.deps.store.unfinished_contacts(id).await {
-                Ok(0) => self.complete(id).await,
-                Ok(_) => {}
-                Err(e) => warn!(campaign = id, error = %e, "cannot count contacts"),
+        let mut by_id: HashMap<ContactId, ContactRecord> =
+            list.into_iter().map(|c| (c.id, c)).collect();
+        let mut added = 0;
+        for lease in leases {
+            let cid = lease.task.contact_id;
+            let contact = match by_id.remove(&cid) {
+                Some(c) => Some(c),
+                None => match self.deps.store.get_contact(cid).await {
+                    Ok(c) => Some(c),
+                    Err(StoreError::NotFound { .. }) => None,
+                    Err(e) => {
+                        warn!(contact = cid, error = %e, "cannot read a claimed contact");
+                        release_later(&q, &lease, now_ms + 1000);
+                        continue;
+                    }
+                },
+            };
+            let Some(contact) = contact.filter(|c| c.state == ContactState::Pending) else {
+                // Done, deleted, or dialing on another node: nothing to do for this task.
+                ack_later(&q, &lease);
+                continue;
+            };
+            if self.starting.contains(&cid) || !self.loaded.insert(cid) {
+                release_later(&q, &lease, contact.due_at.as_millisecond());
+                continue;
+            }
+            added += 1;
+            self.ready.push(Task {
+                campaign_priority,
+                contact: Arc::new(contact),
+                lease: Some(lease),
+                renewed: Instant::now(),
+            });
+        }
+        added
+    }
+
+    /// Keeps the leases of this campaign's claimed tasks that still wait for a slot (renewed
+    /// every third of the lease); a task whose lease was lost is dropped here (another node
+    /// has it).
+    async fn renew_waiting(&mut self, q: &Arc<dyn TaskQueue>, id: CampaignId) {
+        let due = self.cfg.lease / 3;
+        let now_i = Instant::now();
+        if !self.ready.iter().any(|t| {
+            t.contact.campaign_id == id
+                && t.lease.is_some()
+                && now_i.saturating_duration_since(t.renewed) >= due
+        }) {
+            return;
+        }
+        let tasks = std::mem::take(&mut self.ready).into_vec();
+        for mut t in tasks {
+            if let (true, Some(l)) = (
+                t.contact.campaign_id == id && now_i.saturating_duration_since(t.renewed) >= due,
+                &t.lease,
+            ) {
+                match q.renew(l, self.cfg.lease).await {
+                    Ok(false) => {
+                        debug!(contact = t.contact.id, "lease lost while waiting: dropped");
+                        self.unload(&t);
+                        continue;
+                    }
+                    Ok(true) => t.renewed = now_i,
+                    Err(e) => warn!(error = %e, "cannot renew a lease"),
+                }
+            }
+            self.ready.push(t);
+        }
+    }
+
+    /// Tasks whose lease expired (their node died) are back in the queue; the attempts their
+    /// node left open are closed as `failed`/`node_lost` and retried by the policy. Every two
+    /// seconds per campaign.
+    async fn reap(&mut self, q: &Arc<dyn TaskQueue>, id: CampaignId, now_ms: i64) {
+        let now_i = Instant::now();
+        if self
+            .last_reap
+            .get(&id)
+            .is_some_and(|t| now_i.saturating_duration_since(*t) < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.last_reap.insert(id, now_i);
+        let reaped = match q.reap(id, now_ms).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(campaign = id, error = %e, "cannot reap expired leases");
+                return;
+            }
+        };
+        if reaped.is_empty() {
+            return;
+        }
+        let contacts: HashSet<ContactId> = reaped.iter().map(|t| t.contact_id).collect();
+        info!(
+            campaign = id,
+            tasks = reaped.len(),
+            "taking over tasks of a lost node"
+        );
+        let open = match self.deps.store.open_attempts().await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "cannot list open attempts");
+                return;
+            }
+        };
+        for a in open {
+            if contacts.contains(&a.contact_id) && a.node != self.cfg.node {
+                if let Err(e) = close_open(&self.deps, a, "node_lost").await {
+                    warn!(error = %e, "cannot close an attempt of a lost node");
+                }
             }
         }
     }
@@ -723,7 +960,21 @@ impl Scheduler {
         }
     }
 
+    /// Unloads a task this node will not dial now; a claimed one goes back to the shared
+    /// queue, due at `due`.
+    fn give_back(&mut self, t: &Task, due: Timestamp) {
+        self.unload(t);
+        if let (Some(q), Some(lease)) = (&self.deps.queue, &t.lease) {
+            release_later(q, lease, due.as_millisecond());
+        }
+    }
+
     fn defer(&mut self, mut t: Task, until: Timestamp) {
+        if t.lease.is_some() {
+            // The shared queue keeps it until then, for whichever node claims it.
+            self.give_back(&t, until);
+            return;
+        }
         let mut c = (*t.contact).clone();
         c.due_at = until;
         t.contact = Arc::new(c);
@@ -746,11 +997,13 @@ impl Scheduler {
                 continue;
             }
             let Some(rt) = self.campaigns.get_mut(&cid) else {
-                self.unload(&t);
+                let now = self.deps.clock.now();
+                self.give_back(&t, now);
                 continue;
             };
             if rt.campaign.status != CampaignStatus::Running {
-                self.unload(&t);
+                let now = self.deps.clock.now();
+                self.give_back(&t, now);
                 continue;
             }
             let now = self.deps.clock.now();
@@ -771,7 +1024,7 @@ impl Scheduler {
                             debug!(contact = t.contact.id, %next, "outside calling window");
                             self.defer(t, next);
                         }
-                        None => self.unload(&t),
+                        None => self.give_back(&t, add_secs(now, 86_400)),
                     }
                     continue;
                 }
@@ -861,15 +1114,76 @@ impl Scheduler {
                 self.defer(t, until);
                 continue;
             }
+            let slot = match self.acquire_slot(&t, &trunk_name).await {
+                Ok(slot) => slot,
+                Err(wait) => {
+                    if let Some(d) = wait {
+                        soonest(d);
+                    }
+                    blocked.insert(cid);
+                    skipped.push(t);
+                    continue;
+                }
+            };
             self.unload(&t);
             self.starting.insert(t.contact.id);
             self.note_dispatch(&trunk_name, t.contact.id, now_i);
-            self.launch(t, trunk_name, now, now_i);
+            self.launch(t, trunk_name, slot, now, now_i);
         }
         for t in skipped {
             self.ready.push(t);
         }
         self.wake = wake;
+    }
+
+    /// Takes the campaign's and the trunk's slots in the limiter shared by all nodes, when
+    /// there is one. `Ok(Some(id))`: the call's slot id; `Err(wait)`: denied (retry after
+    /// `wait` for a rate, when a call ends for a concurrency limit).
+    async fn acquire_slot(
+        &mut self,
+        t: &Task,
+        trunk: &str,
+    ) -> Result<Option<String>, Option<Duration>> {
+        let Some(limiter) = self.deps.limiter.clone() else {
+            return Ok(None);
+        };
+        let cid = t.contact.campaign_id;
+        let (Some(rt), Some(tr)) = (self.campaigns.get(&cid), self.trunks.get(trunk)) else {
+            return Err(None);
+        };
+        self.slot_seq += 1;
+        let call_id = format!("{}:{}:{}", self.cfg.node, t.contact.id, self.slot_seq);
+        let req = SlotRequest {
+            call_id: call_id.clone(),
+            node: self.cfg.node.clone(),
+            campaign_id: cid,
+            campaign_limits: PaceLimits {
+                max_concurrent: Some(rt.campaign.spec.max_concurrent),
+                max_cps: Some(rt.campaign.spec.max_cps),
+                cps_burst: 1,
+            },
+            trunk: trunk.to_string(),
+            trunk_limits: PaceLimits {
+                max_concurrent: tr.config.max_concurrent,
+                max_cps: tr.config.max_cps,
+                cps_burst: 1,
+            },
+            hold: SLOT_HOLD,
+        };
+        match limiter.try_acquire(&req).await {
+            Ok(Acquire::Granted) => Ok(Some(call_id)),
+            Ok(Acquire::Denied {
+                retry_after,
+                reason,
+            }) => {
+                debug!(campaign = cid, trunk, ?reason, "global limit: not now");
+                Err(Some(retry_after.unwrap_or(Duration::from_millis(50))))
+            }
+            Err(e) => {
+                warn!(error = %e, "global limiter unavailable: not dialing");
+                Err(Some(Duration::from_millis(500)))
+            }
+        }
     }
 
     fn bump(&self, id: CampaignId, f: impl FnOnce(&mut CampaignLive)) {
@@ -879,7 +1193,14 @@ impl Scheduler {
 
     /// Takes the pacing slots and starts the attempt's task: it opens the attempt in the store
     /// (before any INVITE, so a crash leaves a record) and places the call.
-    fn launch(&mut self, t: Task, trunk_name: String, now: Timestamp, now_i: Instant) {
+    fn launch(
+        &mut self,
+        t: Task,
+        trunk_name: String,
+        slot: Option<String>,
+        now: Timestamp,
+        now_i: Instant,
+    ) {
         let cid = t.contact.campaign_id;
         let (Some(rt), Some(tr)) = (
             self.campaigns.get_mut(&cid),
@@ -931,6 +1252,7 @@ impl Scheduler {
         let learn = Learn {
             dial_known_empty: spec.dial_known_empty,
             ttl: self.cfg.number_status_ttl,
+            store_cdrs: self.cfg.store_cdrs,
         };
         let deps = self.deps.clone();
         let tx = self.tx.clone();
@@ -941,7 +1263,15 @@ impl Scheduler {
             .unwrap_or_else(|e| e.into_inner())
             .entry(contact.number_hash.clone())
             .or_default() += 1;
+        let keeper = Keeper {
+            queue: deps.queue.clone(),
+            limiter: deps.limiter.clone(),
+            lease: t.lease.clone(),
+            slot: slot.map(|id| (id, cid, trunk_name.clone())),
+            lease_for: self.cfg.lease,
+        };
         tokio::spawn(async move {
+            let renewing = keeper.renew_while_live();
             let contact_id = contact.id;
             let begun = deps.store.begin_attempt(contact_id, &node, now).await;
             {
@@ -981,6 +1311,8 @@ impl Scheduler {
                 Ok(None) => debug!(contact = contact_id, "contact no longer pending"),
                 Err(e) => warn!(contact = contact_id, error = %e, "cannot open attempt"),
             }
+            renewing.abort();
+            keeper.done().await;
             let _ = tx.send(Msg::Finished {
                 campaign: cid,
                 trunk: trunk_name,
@@ -991,11 +1323,73 @@ impl Scheduler {
     }
 }
 
+/// Keeps a dispatched task's lease and limiter slots while its call lives, and gives them up
+/// when it ends.
+struct Keeper {
+    queue: Option<Arc<dyn TaskQueue>>,
+    limiter: Option<Arc<dyn Limiter>>,
+    lease: Option<Lease>,
+    /// (slot id, campaign, trunk)
+    slot: Option<(String, CampaignId, String)>,
+    lease_for: Duration,
+}
+
+impl Keeper {
+    /// Renews the lease and the slots every third of the lease until aborted.
+    fn renew_while_live(&self) -> tokio::task::JoinHandle<()> {
+        let (queue, limiter) = (self.queue.clone(), self.limiter.clone());
+        let (lease, slot, lease_for) = (self.lease.clone(), self.slot.clone(), self.lease_for);
+        tokio::spawn(async move {
+            if lease.is_none() && slot.is_none() {
+                return;
+            }
+            let mut tick = tokio::time::interval(lease_for / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let (Some(q), Some(l)) = (&queue, &lease) {
+                    match q.renew(l, lease_for).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn!(
+                                contact = l.task.contact_id,
+                                "lease lost while the call is live"
+                            )
+                        }
+                        Err(e) => warn!(error = %e, "cannot renew a lease"),
+                    }
+                }
+                if let (Some(lim), Some((id, campaign, trunk))) = (&limiter, &slot) {
+                    if let Err(e) = lim.renew(id, *campaign, trunk, SLOT_HOLD).await {
+                        warn!(error = %e, "cannot renew limiter slots");
+                    }
+                }
+            }
+        })
+    }
+
+    /// The call ended: the task is done in the shared queue and the slots are free.
+    async fn done(self) {
+        if let (Some(q), Some(l)) = (&self.queue, &self.lease) {
+            if let Err(e) = q.ack(l).await {
+                warn!(contact = l.task.contact_id, error = %e, "cannot acknowledge a task");
+            }
+        }
+        if let (Some(lim), Some((id, campaign, trunk))) = (&self.limiter, &self.slot) {
+            if let Err(e) = lim.release(id, *campaign, trunk).await {
+                warn!(error = %e, "cannot release limiter slots");
+            }
+        }
+    }
+}
+
 /// What the attempt does with learned number statuses.
 #[derive(Debug, Clone, Copy)]
 struct Learn {
     dial_known_empty: bool,
     ttl: Duration,
+    /// See [`SchedulerConfig::store_cdrs`].
+    store_cdrs: bool,
 }
 
 async fn run_attempt(
@@ -1083,6 +1477,9 @@ async fn run_attempt(
     let trunk_fault = cdr
         .as_ref()
         .and_then(|c| crate::health::trunk_fault(outcome, c.sip_status));
+    // Without `store_cdrs` the dialer's CDR reaches the store through the bus; a CDR this
+    // node made up (the dialer was lost) exists nowhere else.
+    let stored_cdr = cdr.as_ref().filter(|_| learn.store_cdrs || cause.is_some());
     let mut delay = Duration::from_millis(50);
     for _ in 0..8 {
         match deps
@@ -1091,7 +1488,7 @@ async fn run_attempt(
                 start.attempt_id,
                 outcome,
                 cause.as_deref(),
-                cdr.as_ref(),
+                stored_cdr,
                 next,
                 now,
             )

@@ -228,6 +228,8 @@ impl Env {
             vault: self.vault.clone(),
             clock: self.clock,
             events: self.events.clone(),
+            queue: None,
+            limiter: None,
         };
         self.handle = Some(start(deps, cfg).await.unwrap());
     }
@@ -1275,6 +1277,8 @@ impl Env {
             vault: self.vault.clone(),
             clock: self.clock,
             events: None,
+            queue: None,
+            limiter: None,
         };
         self.handle = Some(start(deps, SchedulerConfig::default()).await.unwrap());
         Instant::now()

@@ -10,7 +10,6 @@ use outcall_domain::classify::ClassificationConfig;
 use outcall_domain::Classifier;
 use outcall_pool::NumberVault;
 use outcall_scheduler::{Clock, SchedulerConfig, SchedulerDeps, SchedulerHandle};
-use outcall_store::sqlite::SqliteStore;
 use outcall_store::{Store, TrunkRecord};
 use outcall_telephony::{SipUserAgent, TrunkConfig, UaConfig};
 use serde::Deserialize;
@@ -112,6 +111,30 @@ pub struct AppConfig {
     /// Automatic degradation and circuit breaking of failing trunks.
     #[serde(default)]
     pub degradation: outcall_scheduler::DegradationConfig,
+    /// This node's name in attempts, CDRs, the dialer registry and logs (`OUTCALL_NODE`;
+    /// default: `ua.node`).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The roles this node runs (`--role` and `OUTCALL_ROLES` take precedence); none: all.
+    #[serde(default)]
+    pub roles: Vec<super::dist::Role>,
+    /// Number keys, the token key and the webhook key (default `<data_dir>/keys`). Every
+    /// node of a deployment needs the same keys.
+    #[serde(default)]
+    pub keys_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub store: super::dist::StoreConfig,
+    #[serde(default)]
+    pub redis: super::dist::RedisConfig,
+    #[serde(default)]
+    pub bus: super::dist::BusConfig,
+    #[serde(default)]
+    pub rpc: super::dist::RpcConfig,
+    #[serde(default)]
+    pub recordings: super::dist::RecordingsConfig,
+    /// The roles in force, resolved by [`AppConfig::load`] and the command line.
+    #[serde(skip, default = "super::dist::Roles::all")]
+    pub active_roles: super::dist::Roles,
 }
 
 fn default_true() -> bool {
@@ -181,15 +204,38 @@ impl AppConfig {
         if let Ok(l) = std::env::var("OUTCALL_LISTEN") {
             cfg.listen = l.parse().context("OUTCALL_LISTEN is not host:port")?;
         }
+        if let Ok(n) = std::env::var("OUTCALL_NODE") {
+            cfg.node = Some(n);
+        }
+        if let Some(n) = &cfg.node {
+            cfg.ua.node = n.clone();
+        }
+        if let Ok(a) = std::env::var("OUTCALL_RPC_ADVERTISE") {
+            cfg.rpc.advertise = Some(a);
+        }
+        cfg.active_roles = match std::env::var("OUTCALL_ROLES") {
+            Ok(r) => super::dist::Roles::parse(&r)?,
+            Err(_) => super::dist::Roles::of(&cfg.roles),
+        };
         Ok(cfg)
+    }
+
+    /// Where the node's keys live.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
     }
 }
 
-/// `/readyz` of an embedded node: the store answers, the scheduler runs, not draining.
+/// `/readyz` of a node: the store answers, the scheduler runs (scheduler role), the event
+/// path runs, the shared engines answer (distributed roles), not draining.
 pub struct NodeHealth {
     store: Arc<dyn Store>,
-    scheduler: SchedulerHandle,
-    events: Arc<WebhookSink>,
+    scheduler: Option<SchedulerHandle>,
+    events: Option<Arc<WebhookSink>>,
+    /// Checks of the distributed parts (Redis, the bus, the dialer's registration).
+    extra: Vec<Arc<dyn super::node::Probe>>,
     draining: std::sync::atomic::AtomicBool,
 }
 
@@ -223,12 +269,32 @@ impl outcall_api::http::Readiness for NodeHealth {
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(_) => Some("no answer within 2 s".to_string()),
             };
-            let scheduler = (!self.scheduler.is_running()).then(|| "stopped".to_string());
-            let bus = (!self.events.is_running()).then(|| "stopped".to_string());
-            [("store", store), ("scheduler", scheduler), ("bus", bus)]
+            let mut checks: Vec<(String, Option<String>)> = vec![("store".into(), store)];
+            if let Some(s) = &self.scheduler {
+                checks.push((
+                    "scheduler".into(),
+                    (!s.is_running()).then(|| "stopped".to_string()),
+                ));
+            }
+            if let Some(e) = &self.events {
+                checks.push((
+                    "bus".into(),
+                    (!e.is_running()).then(|| "stopped".to_string()),
+                ));
+            }
+            for p in &self.extra {
+                let r = tokio::time::timeout(Duration::from_secs(2), p.check()).await;
+                let error = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some("no answer within 2 s".to_string()),
+                };
+                checks.push((p.name().to_string(), error));
+            }
+            checks
                 .into_iter()
                 .map(|(name, error)| outcall_api::http::Check {
-                    name: name.into(),
+                    name,
                     ok: error.is_none(),
                     error,
                 })
@@ -237,17 +303,21 @@ impl outcall_api::http::Readiness for NodeHealth {
     }
 }
 
-/// A running embedded node.
+/// A running node: every role in one process (the embedded default), or some of them.
 pub struct App {
+    pub roles: super::dist::Roles,
     pub service: Arc<CampaignService>,
     pub access: Arc<Access>,
     purge: tokio::task::JoinHandle<()>,
-    pub scheduler: SchedulerHandle,
-    pub ua: SipUserAgent,
+    pub scheduler: Option<SchedulerHandle>,
+    /// The SIP user agent (dialer role).
+    pub ua: Option<SipUserAgent>,
     pub grace: Duration,
     /// Status webhooks: the scheduler's events into the outbox, and its delivery.
-    webhook_sink: Arc<WebhookSink>,
-    webhooks: DispatcherHandle,
+    webhook_sink: Option<Arc<WebhookSink>>,
+    webhooks: Option<DispatcherHandle>,
+    /// The distributed parts this node runs (dialer service, ingest, registry, spool).
+    parts: super::node::Parts,
     pub health: Arc<NodeHealth>,
     /// `/metrics` and `/readyz` of this node.
     pub observability: outcall_api::http::Observability,
@@ -290,6 +360,8 @@ impl outcall_monitor::TransitionSink for AlertEvents {
 
 impl App {
     pub async fn start(cfg: &AppConfig, extra_trunks: &[TrunkConfig]) -> Result<App> {
+        use super::dist::Role;
+        let roles = cfg.active_roles.clone();
         // First, so that what the parts record while they start (trunk gauges) is kept.
         let recorder = if cfg.metrics {
             Some(super::telemetry::install_metrics().map_err(anyhow::Error::msg)?)
@@ -298,13 +370,9 @@ impl App {
         };
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&cfg.data_dir.join("outcall.db"))
-                .await
-                .context("cannot open the database")?,
-        );
+        let store = super::node::open_store(cfg).await?;
         let vault = Arc::new(
-            NumberVault::load_or_create(&cfg.data_dir.join("keys/number.keys"))
+            NumberVault::load_or_create(&cfg.keys_dir().join("number.keys"))
                 .context("cannot load number keys")?,
         );
         for t in cfg.trunks.iter().chain(extra_trunks) {
@@ -342,69 +410,105 @@ impl App {
                 ),
             });
         }
-        let ua = SipUserAgent::start(cfg.ua.clone(), Classifier::from_config(&cfg.classification))
-            .await
-            .context("cannot start the SIP user agent")?;
-        let clock = Clock::system();
-        let mut webhook_cfg = WebhookConfig::new(
-            outcall_api::webhook::load_or_create_secret(
-                cfg.webhook_secret_file.as_deref(),
-                &cfg.data_dir.join("keys/webhook.key"),
+        let ua = if roles.has(Role::Dialer) {
+            Some(
+                SipUserAgent::start(cfg.ua.clone(), Classifier::from_config(&cfg.classification))
+                    .await
+                    .context("cannot start the SIP user agent")?,
             )
-            .context("cannot load the webhook secret")?,
-        );
-        webhook_cfg.max_tries = cfg.webhook_max_tries.max(1);
-        webhook_cfg.max_backoff = Duration::from_secs(cfg.webhook_max_backoff_secs.max(1));
-        let webhooks = WebhookDispatcher::start(store.clone(), webhook_cfg, Default::default())
-            .context("cannot start the webhook dispatcher")?;
-        let webhook_sink = WebhookSink::start(store.clone(), webhooks.waker());
-        let deps = SchedulerDeps {
-            store: store.clone(),
-            engine: Arc::new(ua.clone()),
-            vault: vault.clone(),
-            clock,
-            events: Some(webhook_sink.clone()),
+        } else {
+            None
         };
-        let sched_cfg = SchedulerConfig {
-            node: cfg.ua.node.clone(),
-            max_concurrent: cfg.max_concurrent_calls,
-            recordings_dir: Some(cfg.data_dir.join("recordings")),
-            number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
-            degradation: cfg.degradation,
-            ..SchedulerConfig::default()
+        let mut parts = super::node::Parts::start(cfg, store.clone(), ua.clone()).await?;
+        let clock = Clock::system();
+        let (webhooks, webhook_sink) = if roles.has(Role::Api) || roles.has(Role::Scheduler) {
+            let mut webhook_cfg = WebhookConfig::new(
+                outcall_api::webhook::load_or_create_secret(
+                    cfg.webhook_secret_file.as_deref(),
+                    &cfg.keys_dir().join("webhook.key"),
+                )
+                .context("cannot load the webhook secret")?,
+            );
+            webhook_cfg.max_tries = cfg.webhook_max_tries.max(1);
+            webhook_cfg.max_backoff = Duration::from_secs(cfg.webhook_max_backoff_secs.max(1));
+            let webhooks = WebhookDispatcher::start(store.clone(), webhook_cfg, Default::default())
+                .context("cannot start the webhook dispatcher")?;
+            let sink = WebhookSink::start(store.clone(), webhooks.waker());
+            (Some(webhooks), Some(sink))
+        } else {
+            (None, None)
         };
-        let scheduler = outcall_scheduler::start(deps, sched_cfg).await?;
+        let scheduler = if roles.has(Role::Scheduler) {
+            let engine: Arc<dyn outcall_telephony::CallEngine> = match &ua {
+                Some(ua) if roles.is_all() => Arc::new(ua.clone()),
+                _ => parts.remote_engine(cfg)?,
+            };
+            let deps = SchedulerDeps {
+                store: store.clone(),
+                engine,
+                vault: vault.clone(),
+                clock,
+                events: webhook_sink
+                    .clone()
+                    .map(|s| s as Arc<dyn outcall_scheduler::CallEventSink>),
+                queue: parts.queue(),
+                limiter: parts.limiter(),
+            };
+            let distributed = !roles.is_all();
+            let sched_cfg = SchedulerConfig {
+                node: cfg.ua.node.clone(),
+                max_concurrent: cfg.max_concurrent_calls,
+                recordings_dir: Some(cfg.data_dir.join("recordings")),
+                number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
+                degradation: cfg.degradation,
+                sync_interval: distributed.then_some(Duration::from_secs(1)),
+                reconcile_all: !distributed,
+                // Dialer nodes publish CDRs to the bus when there is one; ingest writes them.
+                store_cdrs: !distributed || cfg.bus.kind == super::dist::BusKind::Local,
+                ..SchedulerConfig::default()
+            };
+            Some(outcall_scheduler::start(deps, sched_cfg).await?)
+        } else {
+            None
+        };
         let service = Arc::new(CampaignService {
             store,
             vault,
-            scheduler: Some(scheduler.clone()),
+            scheduler: scheduler.clone(),
             clock,
             default_country_code: cfg.default_country_code.clone(),
             number_status_ttl: Duration::from_secs(cfg.number_status_ttl_days * 86400),
             attributor: Arc::new(outcall_pool::number::Attributor::chain(sources)),
             jobs: Default::default(),
             dedup_false_positive_rate: cfg.dedup_false_positive_rate,
-            webhooks: Some(webhooks.waker()),
+            webhooks: webhooks.as_ref().map(|w| w.waker()),
         });
         let access = Arc::new(build_access(cfg, service.store.clone())?);
-        bootstrap_admin(cfg, &access).await?;
+        if roles.has(Role::Api) {
+            bootstrap_admin(cfg, &access).await?;
+        }
         let purge = access.spawn_purge(Duration::from_secs(3600));
         let health = Arc::new(NodeHealth {
             store: service.store.clone(),
             scheduler: scheduler.clone(),
             events: webhook_sink.clone(),
+            extra: parts.probes(),
             draining: Default::default(),
         });
         let metrics = if let Some(render) = recorder {
             let ua_q = ua.clone();
+            let gauges = parts.gauges();
             Some(Arc::new(move || {
-                ua_q.refresh_quality();
+                if let Some(ua) = &ua_q {
+                    ua.refresh_quality();
+                }
+                gauges();
                 render()
             }) as outcall_api::http::observe::MetricsRender)
         } else {
             None
         };
-        let monitor = match (&metrics, cfg.monitor_enabled) {
+        let monitor = match (&metrics, cfg.monitor_enabled && roles.has(Role::Monitor)) {
             (Some(render), true) => {
                 let mcfg = match &cfg.monitor_file {
                     Some(f) => outcall_monitor::MonitorConfig::from_file(f)
@@ -427,13 +531,16 @@ impl App {
             }
             _ => None,
         };
+        parts.spawn_retention(cfg, service.store.clone());
         metrics::gauge!(outcall_domain::metrics::READY).set(1.0);
         let samplers = tokio::spawn(sample_queue(service.store.clone()));
         let observability = outcall_api::http::Observability {
             metrics,
             readiness: Some(health.clone()),
         };
+        tracing::info!(roles = ?roles.names(), node = %cfg.ua.node, "node started");
         Ok(App {
+            roles,
             service,
             access,
             purge,
@@ -442,6 +549,7 @@ impl App {
             grace: Duration::from_secs(cfg.shutdown_grace_secs),
             webhook_sink,
             webhooks,
+            parts,
             health,
             observability,
             samplers,
@@ -452,7 +560,10 @@ impl App {
     /// Drains: no new calls, calls in flight finish (up to the grace period), then SIP stops.
     pub async fn shutdown(&self) {
         self.health.drain();
-        self.ua.begin_stop();
+        if let Some(ua) = &self.ua {
+            ua.begin_stop();
+        }
+        self.parts.begin_drain().await;
         self.purge.abort();
         self.samplers.abort();
         let monitor = self
@@ -463,15 +574,22 @@ impl App {
         if let Some(m) = monitor {
             m.shutdown().await;
         }
-        self.scheduler.shutdown(self.grace).await;
+        if let Some(s) = &self.scheduler {
+            s.shutdown(self.grace).await;
+        }
+        self.parts.finish(self.grace).await;
         // The last attempts' events: into the outbox, and out if the receiver takes them soon
         // (the rest goes out after the next start).
-        self.webhook_sink.flush().await;
-        self.webhooks
-            .settle(self.grace.min(Duration::from_secs(10)))
-            .await;
-        self.webhooks.shutdown(Duration::from_secs(1)).await;
-        self.ua.shutdown();
+        if let Some(sink) = &self.webhook_sink {
+            sink.flush().await;
+        }
+        if let Some(w) = &self.webhooks {
+            w.settle(self.grace.min(Duration::from_secs(10))).await;
+            w.shutdown(Duration::from_secs(1)).await;
+        }
+        if let Some(ua) = &self.ua {
+            ua.shutdown();
+        }
     }
 }
 
@@ -508,7 +626,7 @@ pub fn build_access(cfg: &AppConfig, store: Arc<dyn Store>) -> Result<Access> {
             let path = cfg
                 .jwt_secret_file
                 .clone()
-                .unwrap_or_else(|| cfg.data_dir.join("keys/jwt.key"));
+                .unwrap_or_else(|| cfg.keys_dir().join("jwt.key"));
             outcall_api::access::load_or_create_secret(&path)
                 .with_context(|| format!("cannot load the token key {}", path.display()))?
         }

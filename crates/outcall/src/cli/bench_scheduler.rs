@@ -156,6 +156,8 @@ async fn run_full(
         vault,
         clock: Clock::system(),
         events: None,
+        queue: None,
+        limiter: None,
     };
     let cfg = SchedulerConfig {
         max_concurrent: 100_000,
@@ -298,6 +300,8 @@ async fn latency(a: &SchedulerBenchArgs) -> Result<()> {
         vault,
         clock: Clock::system(),
         events: None,
+        queue: None,
+        limiter: None,
     };
     let h = outcall_scheduler::start(
         deps,

@@ -7,7 +7,11 @@ mod bench_scheduler;
 mod call;
 mod campaign;
 mod client;
+pub mod dist;
+mod node;
 pub mod proc_stats;
+#[cfg(feature = "s3")]
+mod recordings;
 mod serve;
 pub mod telemetry;
 

@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// `OUTCALL_ADMIN_PASSWORD`, else a random one written to `<data_dir>/admin-password`).
     #[arg(long, env = "OUTCALL_ADMIN_PASSWORD_FILE")]
     pub admin_password_file: Option<PathBuf>,
+    /// Run only these roles (repeat or separate with commas; default: all, in one process).
+    #[arg(long = "role", value_delimiter = ',')]
+    pub roles: Vec<super::dist::Role>,
 }
 
 pub async fn run(a: ServeArgs) -> Result<ExitCode> {
@@ -38,23 +41,40 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         cfg.data_dir = d;
     }
     cfg.bootstrap_admin = (a.admin_user, a.admin_password_file);
+    if !a.roles.is_empty() {
+        cfg.active_roles = super::dist::Roles::of(&a.roles);
+    }
     let app = std::sync::Arc::new(App::start(&cfg, &[]).await?);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    info!(%addr, sip = %app.ua.local_addr(), "outcall serving");
-    eprintln!(
-        "outcall: api on {scheme}://{addr} (docs at /docs), sip on {}",
-        app.ua.local_addr()
-    );
-    let router = outcall_api::http::router_with(
+    let sip = app
+        .ua
+        .as_ref()
+        .map(|ua| ua.local_addr().to_string())
+        .unwrap_or_else(|| "-".into());
+    info!(%addr, %sip, roles = ?app.roles.names(), "outcall serving");
+    if app.roles.is_all() {
+        eprintln!("outcall: api on {scheme}://{addr} (docs at /docs), sip on {sip}");
+    } else {
+        eprintln!(
+            "outcall: node {} ({}) on {scheme}://{addr}, sip on {sip}",
+            cfg.ua.node,
+            app.roles.names().join(", ")
+        );
+    }
+    let mut router = outcall_api::http::router_with(
         app.service.clone(),
         app.access.clone(),
         app.observability.clone(),
-    )
-    .into_make_service_with_connect_info::<SocketAddr>();
+    );
+    if !app.roles.has(super::dist::Role::Api) {
+        // A node without the api role answers health and metrics only.
+        router = router.layer(axum::middleware::from_fn(ops_only));
+    }
+    let router = router.into_make_service_with_connect_info::<SocketAddr>();
     // On SIGTERM: /readyz turns `draining`, the scheduler stops dialing and lets calls in
     // flight finish while the API still answers (status, metrics); then the API stops.
     let drain_delay = std::time::Duration::from_secs(cfg.drain_delay_secs);
@@ -83,4 +103,26 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
     }
     eprintln!("outcall: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lets through `/healthz`, `/readyz` and `/metrics`; anything else is the API, which this
+/// node does not serve.
+async fn ops_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match req.uri().path() {
+        "/healthz" | "/readyz" | "/metrics" => next.run(req).await,
+        path => (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": {
+                    "code": "not_found",
+                    "message": format!("{path}: this node does not run the api role"),
+                }
+            })),
+        )
+            .into_response(),
+    }
 }
