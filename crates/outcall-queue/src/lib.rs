@@ -39,7 +39,7 @@
 //! | `{<ns>:c:<campaign>}:ready` | sorted set | `<due_ms, 15 digits>:<contact>`, score −priority: due tasks; `ZPOPMIN` takes the highest priority, then (equal scores sort by member) the earliest due |
 //! | `{<ns>:c:<campaign>}:leases` | sorted set | contact, score lease expiry ms |
 //! | `{<ns>:c:<campaign>}:owners` | hash | contact → `<token>\t<node>` |
-//! | `{<ns>:c:<campaign>}:clock` | string | the latest `now_ms` a claim or reap saw (expires after a day idle) |
+//! | `{<ns>:c:<campaign>}:clock` | string | the latest `now_ms` a claim or reap saw (expires after a day idle): a task pushed or released due at or before it goes straight to `ready`, so a node whose clock lags may claim it that much early |
 //! | `{<ns>:limits}:calls:c:<campaign>` | sorted set | call id, score hold expiry ms (server clock): calls in progress |
 //! | `{<ns>:limits}:calls:t:<trunk>` | sorted set | the same for a trunk |
 //! | `{<ns>:limits}:pace:c:<campaign>` | string | GCRA theoretical arrival time, µs (server clock) |

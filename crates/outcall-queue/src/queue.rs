@@ -62,7 +62,8 @@ impl QueueDepth {
 #[async_trait]
 pub trait TaskQueue: Send + Sync {
     /// Queues tasks, from any campaigns. A task already queued or leased is left as it is;
-    /// returns how many were added.
+    /// returns how many were added. On Redis a push is atomic per campaign and per 1,000
+    /// tasks, not as a whole: after an error, pushing the same tasks again is safe.
     async fn push(&self, tasks: &[Task]) -> Result<u64>;
 
     /// Takes up to `max` tasks of the campaign due at `now_ms`, highest priority first, then
