@@ -12,13 +12,22 @@
 //! blind index (from `outcall-pool`), and a masked form for display.
 //!
 //! [`sqlite::SqliteStore`] is the embedded implementation (WAL, migrations in
-//! `migrations/sqlite`). The trait is shaped for PostgreSQL too; `tests/store_suite.rs` is the
-//! suite every implementation must pass.
+//! `migrations/sqlite`); `postgres::PgStore` (feature `postgres`, on by default) is the shared
+//! one of the distributed mode (migrations in `migrations/postgres`, CDRs partitioned by month);
+//! [`memory::MemoryStore`] holds everything in memory. `tests/store_suite.rs` is the suite every
+//! implementation must pass.
+//!
+//! CDRs are stored apart from the attempt rows, keyed by attempt id: they arrive either with
+//! [`Store::finish_attempt`] or in batches through [`Store::insert_cdrs`] (the ingest of CDRs
+//! published on the bus), each exactly once whichever comes first, and
+//! [`Store::purge_cdrs_before`] removes old ones.
 
 pub mod access;
 pub mod campaign_admin;
 pub mod events;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 pub mod webhook;
 
@@ -294,6 +303,28 @@ pub struct SealedNumber {
     pub number_enc: Vec<u8>,
 }
 
+/// A CDR to store with [`Store::insert_cdrs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CdrRow {
+    pub attempt_id: AttemptId,
+    pub campaign_id: CampaignId,
+    /// When the attempt started (the `now` [`Store::begin_attempt`] was given): the CDR is
+    /// filed under it (its month on PostgreSQL). A store that knows the attempt uses the
+    /// attempt's own start and campaign instead of these.
+    pub started_at: Timestamp,
+    pub cdr: Cdr,
+}
+
+/// What one CDR retention pass ([`Store::purge_cdrs_before`]) removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrPurge {
+    /// CDRs deleted one by one (SQLite, memory). PostgreSQL drops whole partitions and does not
+    /// count their rows: 0 there.
+    pub deleted: u64,
+    /// Monthly partitions detached and dropped, by name (`cdrs_y2025m10`; PostgreSQL only).
+    pub dropped_partitions: Vec<String>,
+}
+
 /// The repository of the business layer. Every method is atomic.
 #[async_trait]
 /// Every store also keeps the access layer's tables ([`AccessStore`]) and the system events
@@ -360,6 +391,7 @@ pub trait Store: AccessStore + EventStore + Send + Sync + 'static {
     ) -> Result<Option<AttemptStart>>;
     /// Closes an attempt (with its CDR, if a call was placed) and moves its contact on.
     /// `Conflict` if the attempt is already finished, `NotFound` if there is no such attempt.
+    /// A CDR already stored for the attempt (by [`Store::insert_cdrs`]) stays as it is.
     async fn finish_attempt(
         &self,
         attempt: AttemptId,
@@ -369,6 +401,20 @@ pub trait Store: AccessStore + EventStore + Send + Sync + 'static {
         next: ContactNext,
         now: Timestamp,
     ) -> Result<()>;
+    /// Stores CDRs in one batch (the ingest of CDRs from the bus). Idempotent by attempt id: a
+    /// CDR already stored for an attempt (by this method or by [`Store::finish_attempt`]) is
+    /// left as it is and not counted, and so is the second of two rows for one attempt in the
+    /// batch. A CDR whose attempt the store does not know is stored all the same (the attempt
+    /// row may come later, from another node). Returns how many CDRs were written.
+    async fn insert_cdrs(&self, batch: &[CdrRow]) -> Result<u64>;
+    /// CDRs stored, of one campaign or of all.
+    async fn count_cdrs(&self, campaign: Option<CampaignId>) -> Result<u64>;
+    /// CDR retention: removes CDRs of attempts that started before `cutoff`; attempt rows stay
+    /// (without their CDR). SQLite and memory delete exactly those, row by row. PostgreSQL
+    /// detaches and drops whole monthly partitions whose month ended at or before `cutoff`, so
+    /// a CDR can outlive the cutoff by up to a month; a cutoff at the start of a month (UTC)
+    /// gives the same result everywhere.
+    async fn purge_cdrs_before(&self, cutoff: Timestamp) -> Result<CdrPurge>;
     /// Attempts of this contact by outcome.
     async fn outcome_counts(&self, contact: ContactId) -> Result<BTreeMap<Outcome, u32>>;
     /// Attempts to this number (blind index) started at or after `since`, all campaigns.

@@ -6,7 +6,7 @@ use crate::{
     ContactRecord, NewBlacklistEntry, NewContact, OpenAttempt, Result, Store, StoreError,
     TrunkRecord,
 };
-use crate::{EraseResult, NumberStatus, SealedNumber};
+use crate::{CdrPurge, CdrRow, EraseResult, NumberStatus, SealedNumber};
 use crate::{NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus};
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -28,13 +28,23 @@ fn pkey(c: &ContactRecord) -> PendingKey {
     (c.campaign_id, std::cmp::Reverse(c.priority), c.due_at, c.id)
 }
 
+/// A stored CDR: filed under its attempt's campaign and start.
+struct StoredCdr {
+    campaign_id: CampaignId,
+    started_at: Timestamp,
+    cdr: Cdr,
+}
+
 #[derive(Default)]
 struct Data {
     trunks: BTreeMap<String, TrunkRecord>,
     campaigns: BTreeMap<CampaignId, Campaign>,
     contacts: BTreeMap<ContactId, ContactRecord>,
     keys: HashSet<(CampaignId, Vec<u8>)>,
+    /// Attempt rows, their `cdr` always `None`: CDRs are in `cdrs`.
     attempts: BTreeMap<AttemptId, (AttemptRecord, Vec<u8>)>,
+    /// CDRs by attempt id (also of attempts not known here).
+    cdrs: BTreeMap<AttemptId, StoredCdr>,
     /// Pending contacts in dispatch order: (campaign, -priority, due, id).
     pending: BTreeSet<PendingKey>,
     by_contact: HashMap<ContactId, Vec<AttemptId>>,
@@ -72,6 +82,42 @@ impl MemoryStore {
 
 fn not_found(what: &'static str, id: i64) -> StoreError {
     StoreError::NotFound { what, id }
+}
+
+impl Data {
+    /// An attempt as read: its row with its CDR.
+    fn attempt_with_cdr(&self, a: &AttemptRecord) -> AttemptRecord {
+        AttemptRecord {
+            cdr: self.cdrs.get(&a.id).map(|c| c.cdr.clone()),
+            ..a.clone()
+        }
+    }
+
+    /// Stores a CDR unless its attempt has one; `true` when it was stored.
+    fn store_cdr(
+        &mut self,
+        attempt: AttemptId,
+        campaign: CampaignId,
+        at: Timestamp,
+        cdr: &Cdr,
+    ) -> bool {
+        if self.cdrs.contains_key(&attempt) {
+            return false;
+        }
+        let (campaign_id, started_at) = match self.attempts.get(&attempt) {
+            Some((a, _)) => (a.campaign_id, a.started_at),
+            None => (campaign, at),
+        };
+        self.cdrs.insert(
+            attempt,
+            StoredCdr {
+                campaign_id,
+                started_at,
+                cdr: cdr.clone(),
+            },
+        );
+        true
+    }
 }
 
 #[async_trait]
@@ -323,8 +369,10 @@ impl Store for MemoryStore {
             a.ended_at = Some(now);
             a.outcome = Some(outcome);
             a.cause = cause.map(str::to_string);
-            a.cdr = cdr.cloned();
-            let contact = a.contact_id;
+            let (contact, campaign, started) = (a.contact_id, a.campaign_id, a.started_at);
+            if let Some(cdr) = cdr {
+                d.store_cdr(attempt, campaign, started, cdr);
+            }
             let c = d
                 .contacts
                 .get_mut(&contact)
@@ -345,6 +393,35 @@ impl Store for MemoryStore {
                 }
             }
             Ok(())
+        })
+    }
+
+    async fn insert_cdrs(&self, batch: &[CdrRow]) -> Result<u64> {
+        self.with(|d| {
+            Ok(batch
+                .iter()
+                .filter(|r| d.store_cdr(r.attempt_id, r.campaign_id, r.started_at, &r.cdr))
+                .count() as u64)
+        })
+    }
+
+    async fn count_cdrs(&self, campaign: Option<CampaignId>) -> Result<u64> {
+        self.with(|d| {
+            Ok(d.cdrs
+                .values()
+                .filter(|c| campaign.is_none_or(|id| c.campaign_id == id))
+                .count() as u64)
+        })
+    }
+
+    async fn purge_cdrs_before(&self, cutoff: Timestamp) -> Result<CdrPurge> {
+        self.with(|d| {
+            let before = d.cdrs.len();
+            d.cdrs.retain(|_, c| c.started_at >= cutoff);
+            Ok(CdrPurge {
+                deleted: (before - d.cdrs.len()) as u64,
+                dropped_partitions: Vec::new(),
+            })
         })
     }
 
@@ -459,7 +536,7 @@ impl Store for MemoryStore {
                 .range(after.map_or(0, |a| a.saturating_add(1))..)
                 .filter(|(_, (a, _))| a.campaign_id == campaign)
                 .take(limit as usize)
-                .map(|(_, (a, _))| a.clone())
+                .map(|(_, (a, _))| d.attempt_with_cdr(a))
                 .collect())
         })
     }
@@ -475,7 +552,7 @@ impl Store for MemoryStore {
                 .filter(|(a, _)| f.since.is_none_or(|t| a.started_at >= t))
                 .filter(|(a, _)| f.until.is_none_or(|t| a.started_at < t))
                 .take(f.limit.clamp(1, 10_000) as usize)
-                .map(|(a, _)| a.clone())
+                .map(|(a, _)| d.attempt_with_cdr(a))
                 .collect())
         })
     }
@@ -657,9 +734,9 @@ impl Store for MemoryStore {
             for (a, h) in d.attempts.values_mut() {
                 if h.as_slice() == number_hash {
                     *h = format!("erased-{}", a.id).into_bytes();
-                    if let Some(cdr) = &mut a.cdr {
-                        cdr.callee = "[erased]".into();
-                        if let Some(rec) = cdr.recording.take() {
+                    if let Some(stored) = d.cdrs.get_mut(&a.id) {
+                        stored.cdr.callee = "[erased]".into();
+                        if let Some(rec) = stored.cdr.recording.take() {
                             r.recordings.push(rec);
                         }
                     }

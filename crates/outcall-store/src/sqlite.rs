@@ -2,7 +2,8 @@
 //!
 //! Every statement lives in its own file under `src/sqlite/queries/` and is compiled in with
 //! `include_str!`; the schema is `migrations/sqlite`. Times are stored as INTEGER milliseconds
-//! since the Unix epoch, states and outcomes as their snake_case names. Writing transactions
+//! since the Unix epoch, states and outcomes as their snake_case names. CDRs are rows of their
+//! own (`cdrs`, keyed by attempt id), joined to the attempts they belong to. Writing transactions
 //! start with `BEGIN IMMEDIATE`, so two connections never race to upgrade a read lock: the
 //! second one waits (up to the busy timeout) instead of failing.
 
@@ -11,7 +12,7 @@ use crate::{
     ContactRecord, NewBlacklistEntry, NewContact, NumberStatus, OpenAttempt, Result, Store,
     StoreError, TrunkRecord,
 };
-use crate::{EraseResult, SealedNumber};
+use crate::{CdrPurge, CdrRow, EraseResult, SealedNumber};
 use crate::{NewWebhookEvent, WebhookDelivery, WebhookFailure, WebhookQuery, WebhookStatus};
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -52,6 +53,10 @@ mod q {
     pub const ERASE_CONTACTS: &str = include_str!("sqlite/queries/erase_contacts.sql");
     pub const ERASE_RECORDINGS: &str = include_str!("sqlite/queries/erase_recordings.sql");
     pub const ERASE_ATTEMPTS: &str = include_str!("sqlite/queries/erase_attempts.sql");
+    pub const ERASE_CDRS: &str = include_str!("sqlite/queries/erase_cdrs.sql");
+    pub const CDR_INSERT: &str = include_str!("sqlite/queries/cdr_insert.sql");
+    pub const CDR_COUNT: &str = include_str!("sqlite/queries/cdr_count.sql");
+    pub const CDR_PURGE: &str = include_str!("sqlite/queries/cdr_purge.sql");
     pub const ERASE_NUMBER_STATUS: &str = include_str!("sqlite/queries/erase_number_status.sql");
     pub const SEALED_CONTACTS: &str = include_str!("sqlite/queries/sealed_contacts.sql");
     pub const SEALED_BLACKLIST: &str = include_str!("sqlite/queries/sealed_blacklist.sql");
@@ -143,6 +148,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "contact_trace",
         include_str!("../migrations/sqlite/0009_contact_trace.sql"),
+    ),
+    (
+        10,
+        "cdrs",
+        include_str!("../migrations/sqlite/0010_cdrs.sql"),
     ),
 ];
 
@@ -656,19 +666,16 @@ impl Store for SqliteStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Database(format!("cdr: {e}")))?;
-        let sip_status = cdr.and_then(|c| c.sip_status).map(i64::from);
         let mut tx = self.write_tx().await?;
-        let contact: Option<ContactId> = sqlx::query_scalar(q::ATTEMPT_FINISH)
+        let closed = sqlx::query(q::ATTEMPT_FINISH)
             .bind(attempt)
             .bind(ms(now))
             .bind(outcome.as_str())
             .bind(cause)
-            .bind(sip_status)
-            .bind(cdr_json)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
-        let Some(contact) = contact else {
+        let Some(closed) = closed else {
             let state: Option<String> = sqlx::query_scalar(q::ATTEMPT_STATE)
                 .bind(attempt)
                 .fetch_optional(&mut *tx)
@@ -682,6 +689,20 @@ impl Store for SqliteStore {
                 Some(_) => StoreError::Conflict(format!("attempt {attempt} is already finished")),
             });
         };
+        let contact: ContactId = col(&closed, "contact_id")?;
+        if let (Some(cdr), Some(json)) = (cdr, cdr_json) {
+            // A CDR the ingest stored first stays.
+            sqlx::query(q::CDR_INSERT)
+                .bind(attempt)
+                .bind(col::<CampaignId>(&closed, "campaign_id")?)
+                .bind(col::<i64>(&closed, "started_at")?)
+                .bind(cdr.outcome.as_str())
+                .bind(cdr.sip_status.map(i64::from))
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
         let update = match next {
             ContactNext::Retry { due_at } => sqlx::query(q::CONTACT_RETRY)
                 .bind(contact)
@@ -695,6 +716,56 @@ impl Store for SqliteStore {
         update.execute(&mut *tx).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(())
+    }
+
+    async fn insert_cdrs(&self, batch: &[CdrRow]) -> Result<u64> {
+        let rows = batch
+            .iter()
+            .map(|r| {
+                serde_json::to_string(&r.cdr)
+                    .map(|json| (r, json))
+                    .map_err(|e| StoreError::Database(format!("cdr: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut tx = self.write_tx().await?;
+        let mut written = 0;
+        for (r, json) in rows {
+            written += sqlx::query(q::CDR_INSERT)
+                .bind(r.attempt_id)
+                .bind(r.campaign_id)
+                .bind(ms(r.started_at))
+                .bind(r.cdr.outcome.as_str())
+                .bind(r.cdr.sip_status.map(i64::from))
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(written)
+    }
+
+    async fn count_cdrs(&self, campaign: Option<CampaignId>) -> Result<u64> {
+        let row = sqlx::query(q::CDR_COUNT)
+            .bind(campaign)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        u64_col(&row, "n")
+    }
+
+    async fn purge_cdrs_before(&self, cutoff: Timestamp) -> Result<CdrPurge> {
+        let deleted = sqlx::query(q::CDR_PURGE)
+            .bind(ms(cutoff))
+            .execute(&self.writer)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(CdrPurge {
+            deleted,
+            dropped_partitions: Vec::new(),
+        })
     }
 
     async fn outcome_counts(&self, contact: ContactId) -> Result<BTreeMap<Outcome, u32>> {
@@ -1001,6 +1072,11 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?
             .rows_affected();
+        sqlx::query(q::ERASE_CDRS)
+            .bind(number_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         let attempts = sqlx::query(q::ERASE_ATTEMPTS)
             .bind(number_hash)
             .execute(&mut *tx)

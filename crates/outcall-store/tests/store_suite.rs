@@ -3,8 +3,9 @@
 //! `store_suite!(backend, async { Fixture::new(store) })` expands to a module `backend` with one
 //! `#[tokio::test]` per behaviour; each test builds a fresh store with the expression and runs
 //! the matching case of [`cases`], which only speaks the trait. It is invoked below for SQLite
-//! in memory and SQLite on a file (WAL); a PostgreSQL backend invokes it the same way.
-//! The last test (no plaintext number in the database file) is specific to the file backend.
+//! in memory, SQLite on a file (WAL), the in-memory store and PostgreSQL (feature `postgres`:
+//! the server at `OUTCALL_TEST_POSTGRES_URL`, one fresh schema per test, dropped after it).
+//! The last tests (no plaintext number in the database file) are specific to the file backend.
 
 use jiff::Timestamp;
 use outcall_domain::campaign::{CampaignSpec, CampaignStatus, ContactState};
@@ -85,6 +86,11 @@ macro_rules! store_suite {
                 caller_id_pools_upsert_list_and_delete_unless_used,
                 events_append_filter_page_and_purge,
                 events_page_size_is_capped_and_bad_severity_refused,
+                insert_cdrs_is_idempotent_and_keeps_unknown_attempts,
+                cdr_of_finish_attempt_then_insert_cdrs_is_stored_once,
+                cdr_inserted_before_finish_shows_after_finish_without_cdr,
+                insert_10k_cdrs_in_one_batch,
+                purge_cdrs_before_keeps_newer_months,
             );
         }
     };
@@ -106,6 +112,72 @@ store_suite!(sqlite_memory, async {
 store_suite!(memory, async {
     Fixture::new(outcall_store::memory::MemoryStore::new())
 });
+
+#[cfg(feature = "postgres")]
+store_suite!(postgres, async { pg::fixture().await });
+
+/// A PostgreSQL store in a schema of its own, on the test server.
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::Fixture;
+    use outcall_store::postgres::{PgOptions, PgStore};
+    use sqlx::{Connection, Executor};
+
+    /// The test server: `OUTCALL_TEST_POSTGRES_URL`, else the local one.
+    pub fn url() -> String {
+        std::env::var("OUTCALL_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// Drops its schema (and everything in it) when the test ends, passed or failed.
+    pub struct Schema(String);
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let name = self.0.clone();
+            // A runtime of its own: the test's may be shutting down.
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                rt.block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&url()).await?;
+                    let sql = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+                    conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                    conn.close().await
+                })
+            })
+            .join();
+            if let Ok(Err(e)) = dropped {
+                eprintln!("could not drop test schema {}: {e}", self.0);
+            }
+        }
+    }
+
+    /// A unique schema name for this test process.
+    pub fn schema_name(tag: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!("outcall_{tag}_{}_{nanos}", std::process::id())
+    }
+
+    pub async fn fixture() -> Fixture<PgStore> {
+        let name = schema_name("suite");
+        let guard = Schema(name.clone());
+        let store = PgStore::connect_schema(&url(), &name, PgOptions::default())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {} (OUTCALL_TEST_POSTGRES_URL) is needed for this test: {e}",
+                    url()
+                )
+            });
+        Fixture::with_guard(store, guard)
+    }
+}
 
 store_suite!(sqlite_file, async {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -222,6 +294,7 @@ fn cdr(outcome: Outcome, sip_status: Option<u16>) -> Cdr {
 mod cases {
     pub use super::access_cases::*;
     pub use super::campaign_admin_cases::*;
+    pub use super::cdr_cases::*;
     pub use super::event_cases::*;
     pub use super::webhook_cases::*;
 
@@ -2767,5 +2840,251 @@ mod event_cases {
             .await
             .unwrap();
         assert_eq!(ids(&one), [first[0].id]);
+    }
+}
+
+/// CDRs stored apart from attempts: batches from the ingest, idempotent by attempt id, kept for
+/// attempts not known yet, shown with their attempts, and retention.
+mod cdr_cases {
+    use super::{cdr, contact, spec, t};
+    use jiff::Timestamp;
+    use outcall_domain::{Cdr, Outcome};
+    use outcall_store::{CdrPurge, CdrRow, ContactNext, Store};
+    use std::sync::Arc;
+
+    /// A campaign with `n` contacts, each with an attempt begun at `t(i)`: (campaign, attempts).
+    async fn begun<S: Store>(s: &S, name: &str, n: u32) -> (i64, Vec<i64>) {
+        let id = s.create_campaign(&spec(name), t(0)).await.unwrap().id;
+        let batch: Vec<_> = (0..n).map(|i| contact(i, 0)).collect();
+        s.add_contacts(id, &batch, t(0)).await.unwrap();
+        let due = s.due_contacts(id, t(0), n + 1).await.unwrap();
+        let mut attempts = Vec::new();
+        for (i, c) in due.iter().enumerate() {
+            let a = s
+                .begin_attempt(c.id, "node-a", t(i as i64))
+                .await
+                .unwrap()
+                .expect("pending");
+            attempts.push(a.attempt_id);
+        }
+        (id, attempts)
+    }
+
+    fn row(attempt_id: i64, campaign_id: i64, started_at: Timestamp, cdr: Cdr) -> CdrRow {
+        CdrRow {
+            attempt_id,
+            campaign_id,
+            started_at,
+            cdr,
+        }
+    }
+
+    fn cdr_n(n: u16) -> Cdr {
+        let mut c = cdr(Outcome::NoAnswer, Some(480));
+        c.attempt_id = n.to_string();
+        c.q850_cause = Some(n);
+        c
+    }
+
+    async fn cdr_of<S: Store>(s: &S, campaign: i64, attempt: i64) -> Option<Cdr> {
+        s.list_attempts(campaign, None, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.id == attempt)
+            .expect("the attempt is listed")
+            .cdr
+    }
+
+    /// Ids no store here hands out in a test: CDRs of attempts it does not know.
+    const UNKNOWN: i64 = 900_000_000;
+
+    pub async fn insert_cdrs_is_idempotent_and_keeps_unknown_attempts<S: Store>(s: Arc<S>) {
+        let (id, attempts) = begun(&*s, "ingest", 3).await;
+        assert_eq!(s.count_cdrs(None).await.unwrap(), 0);
+        let mut batch: Vec<CdrRow> = attempts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| row(*a, id, t(i as i64), cdr_n(i as u16)))
+            .collect();
+        // An attempt this store has not seen (its row may come later from another node).
+        batch.push(row(UNKNOWN, id, t(5), cdr_n(9)));
+        // The same attempt twice in one batch: the first is kept.
+        batch.push(row(attempts[0], id, t(0), cdr_n(99)));
+        assert_eq!(s.insert_cdrs(&batch).await.unwrap(), 4);
+        assert_eq!(
+            s.insert_cdrs(&batch).await.unwrap(),
+            0,
+            "the same batch again"
+        );
+        assert_eq!(s.insert_cdrs(&[]).await.unwrap(), 0);
+        assert_eq!(s.count_cdrs(None).await.unwrap(), 4);
+        assert_eq!(s.count_cdrs(Some(id)).await.unwrap(), 4);
+        assert_eq!(s.count_cdrs(Some(id + 1)).await.unwrap(), 0);
+        // Shown with their attempts, still open.
+        for (i, a) in attempts.iter().enumerate() {
+            assert_eq!(cdr_of(&*s, id, *a).await, Some(cdr_n(i as u16)));
+        }
+        assert_eq!(s.open_attempts().await.unwrap().len(), 3);
+        assert_eq!(s.list_attempts(id, None, 100).await.unwrap().len(), 3);
+    }
+
+    pub async fn cdr_of_finish_attempt_then_insert_cdrs_is_stored_once<S: Store>(s: Arc<S>) {
+        let (id, attempts) = begun(&*s, "both-paths", 1).await;
+        let a = attempts[0];
+        let first = cdr(Outcome::Busy, Some(486));
+        s.finish_attempt(
+            a,
+            Outcome::Busy,
+            None,
+            Some(&first),
+            ContactNext::Retry { due_at: t(600) },
+            t(2),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.count_cdrs(None).await.unwrap(), 1);
+        // The bus brings the same attempt's CDR, once with its start, once with another
+        // (a month later) and another campaign: neither is a second CDR.
+        let late = cdr_n(7);
+        assert_eq!(
+            s.insert_cdrs(&[row(a, id, t(0), late.clone())])
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.insert_cdrs(&[row(a, id + 50, t(40 * 86_400), late)])
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(s.count_cdrs(None).await.unwrap(), 1);
+        assert_eq!(s.count_cdrs(Some(id)).await.unwrap(), 1);
+        assert_eq!(cdr_of(&*s, id, a).await, Some(first));
+        let rec = &s.list_attempts(id, None, 10).await.unwrap()[0];
+        assert_eq!(
+            (rec.outcome, rec.ended_at),
+            (Some(Outcome::Busy), Some(t(2)))
+        );
+    }
+
+    pub async fn cdr_inserted_before_finish_shows_after_finish_without_cdr<S: Store>(s: Arc<S>) {
+        let (id, attempts) = begun(&*s, "early-cdr", 2).await;
+        let early = cdr(Outcome::AnsweredHuman, Some(200));
+        assert_eq!(
+            s.insert_cdrs(&[
+                row(attempts[0], id, t(0), early.clone()),
+                row(attempts[1], id, t(1), cdr_n(1)),
+            ])
+            .await
+            .unwrap(),
+            2
+        );
+        let done = ContactNext::Done {
+            outcome: Outcome::AnsweredHuman,
+        };
+        // The scheduler closes the attempt without a CDR (the call's report went by the bus).
+        s.finish_attempt(attempts[0], Outcome::AnsweredHuman, None, None, done, t(9))
+            .await
+            .unwrap();
+        let rec = s.list_attempts(id, None, 10).await.unwrap();
+        assert_eq!(rec[0].cdr.as_ref(), Some(&early));
+        assert_eq!(
+            (rec[0].outcome, rec[0].ended_at),
+            (Some(Outcome::AnsweredHuman), Some(t(9)))
+        );
+        // Closed with a CDR of its own: the one already stored stays.
+        s.finish_attempt(
+            attempts[1],
+            Outcome::AnsweredHuman,
+            None,
+            Some(&cdr(Outcome::AnsweredHuman, Some(200))),
+            done,
+            t(9),
+        )
+        .await
+        .unwrap();
+        assert_eq!(cdr_of(&*s, id, attempts[1]).await, Some(cdr_n(1)));
+        assert_eq!(s.count_cdrs(Some(id)).await.unwrap(), 2);
+        // Both paths reach the same CDRs: a query by outcome or number sees them.
+        let q = outcall_store::AttemptQuery {
+            campaign_id: Some(id),
+            limit: 10,
+            ..Default::default()
+        };
+        let listed = s.query_attempts(&q).await.unwrap();
+        assert!(listed.iter().all(|a| a.cdr.is_some()), "{listed:?}");
+    }
+
+    pub async fn insert_10k_cdrs_in_one_batch<S: Store>(s: Arc<S>) {
+        let (id, attempts) = begun(&*s, "bulk-cdrs", 100).await;
+        // 100 known attempts and 9,900 not known here, over two months.
+        let batch: Vec<CdrRow> = (0..10_000i64)
+            .map(|i| {
+                let attempt = attempts.get(i as usize).copied().unwrap_or(UNKNOWN + i);
+                row(attempt, id, t(i * 500), cdr_n((i % 1000) as u16))
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        assert_eq!(s.insert_cdrs(&batch).await.unwrap(), 10_000);
+        eprintln!("insert_cdrs: 10000 CDRs in {:?}", started.elapsed());
+        assert_eq!(s.count_cdrs(None).await.unwrap(), 10_000);
+        assert_eq!(s.count_cdrs(Some(id)).await.unwrap(), 10_000);
+        assert_eq!(s.insert_cdrs(&batch[..1000]).await.unwrap(), 0);
+        assert_eq!(s.count_cdrs(None).await.unwrap(), 10_000);
+        let listed = s.list_attempts(id, None, 1000).await.unwrap();
+        assert_eq!(listed.len(), 100);
+        for (i, a) in listed.iter().enumerate() {
+            assert_eq!(a.cdr.as_ref(), Some(&cdr_n(i as u16)), "attempt {}", a.id);
+        }
+    }
+
+    pub async fn purge_cdrs_before_keeps_newer_months<S: Store>(s: Arc<S>) {
+        const DAY: i64 = 86_400;
+        let (id, attempts) = begun(&*s, "retention", 1).await;
+        s.finish_attempt(
+            attempts[0],
+            Outcome::Busy,
+            None,
+            Some(&cdr(Outcome::Busy, Some(486))),
+            ContactNext::Retry { due_at: t(10) },
+            t(5),
+        )
+        .await
+        .unwrap();
+        // January (the attempt above and one more), February, March 2026.
+        s.insert_cdrs(&[
+            row(UNKNOWN + 1, id, t(20 * DAY), cdr_n(1)),
+            row(UNKNOWN + 2, id, t(35 * DAY), cdr_n(2)),
+            row(UNKNOWN + 3, id, t(65 * DAY), cdr_n(3)),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(s.count_cdrs(None).await.unwrap(), 4);
+        let february: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+        let purge = s.purge_cdrs_before(february).await.unwrap();
+        let by_rows = CdrPurge {
+            deleted: 2,
+            dropped_partitions: vec![],
+        };
+        let by_partition = CdrPurge {
+            deleted: 0,
+            dropped_partitions: vec!["cdrs_y2026m01".into()],
+        };
+        assert!(purge == by_rows || purge == by_partition, "{purge:?}");
+        assert_eq!(
+            s.count_cdrs(None).await.unwrap(),
+            2,
+            "February and March stay"
+        );
+        // The attempt row stays, without its CDR.
+        let rec = &s.list_attempts(id, None, 10).await.unwrap()[0];
+        assert_eq!((rec.outcome, rec.cdr.as_ref()), (Some(Outcome::Busy), None));
+        assert_eq!(
+            s.purge_cdrs_before(february).await.unwrap(),
+            CdrPurge::default()
+        );
+        assert_eq!(s.count_cdrs(None).await.unwrap(), 2);
     }
 }

@@ -92,13 +92,22 @@ impl MemoryStore {
             .filter(|(_, (a, _))| a.campaign_id == id)
             .map(|(k, _)| *k)
             .collect();
+        // Its CDRs (those of attempts not known here too), in attempt order.
+        let cdrs: Vec<i64> = d
+            .cdrs
+            .iter()
+            .filter(|(_, c)| c.campaign_id == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for a in cdrs {
+            if let Some(path) = d.cdrs.remove(&a).and_then(|c| c.cdr.recording) {
+                r.recordings.push(path);
+            }
+        }
         for a in attempts {
             let Some((rec, hash)) = d.attempts.remove(&a) else {
                 continue;
             };
-            if let Some(path) = rec.cdr.as_ref().and_then(|c| c.recording.clone()) {
-                r.recordings.push(path);
-            }
             // Frequency caps forget the deleted attempts, as the SQL count does.
             if let Some(times) = d.by_number.get_mut(&hash) {
                 if let Some(i) = times.iter().position(|t| *t == rec.started_at) {

@@ -14,6 +14,7 @@ mod q {
     pub const OPEN_ATTEMPTS: &str = include_str!("queries/campaign_open_attempts.sql");
     pub const DELETE_RECORDINGS: &str = include_str!("queries/campaign_delete_recordings.sql");
     pub const DELETE_WEBHOOKS: &str = include_str!("queries/campaign_delete_webhooks.sql");
+    pub const DELETE_CDRS: &str = include_str!("queries/campaign_delete_cdrs.sql");
     pub const DELETE_ATTEMPTS: &str = include_str!("queries/campaign_delete_attempts.sql");
     pub const DELETE_CONTACTS: &str = include_str!("queries/campaign_delete_contacts.sql");
     pub const DELETE_BLACKLIST: &str = include_str!("queries/campaign_delete_blacklist.sql");
@@ -148,6 +149,12 @@ impl SqliteStore {
             .iter()
             .filter_map(|r| r.try_get::<Option<String>, _>("recording").ok().flatten())
             .collect();
+        // Its CDRs (those of attempts not known here too), counted with the attempts.
+        sqlx::query(q::DELETE_CDRS)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         let mut counts = [0u64; 4];
         for (sql, n) in [
             q::DELETE_WEBHOOKS,

@@ -1,4 +1,4 @@
 SELECT json_extract(cdr, '$.recording') AS recording
-FROM attempts
-WHERE campaign_id = ?1 AND cdr IS NOT NULL AND json_extract(cdr, '$.recording') IS NOT NULL
-ORDER BY id
+FROM cdrs
+WHERE campaign_id = ?1 AND json_extract(cdr, '$.recording') IS NOT NULL
+ORDER BY attempt_id

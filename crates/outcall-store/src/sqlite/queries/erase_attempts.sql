@@ -1,5 +1,3 @@
 UPDATE attempts
-SET number_hash = randomblob(32),
-    cdr = CASE WHEN cdr IS NULL THEN NULL
-               ELSE json_set(cdr, '$.callee', '[erased]', '$.recording', json('null')) END
+SET number_hash = randomblob(32)
 WHERE number_hash = ?1

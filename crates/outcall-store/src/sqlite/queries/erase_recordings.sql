@@ -1,3 +1,4 @@
-SELECT json_extract(cdr, '$.recording') AS recording
-FROM attempts
-WHERE number_hash = ?1 AND cdr IS NOT NULL AND json_extract(cdr, '$.recording') IS NOT NULL
+SELECT json_extract(c.cdr, '$.recording') AS recording
+FROM attempts a
+JOIN cdrs c ON c.attempt_id = a.id
+WHERE a.number_hash = ?1 AND json_extract(c.cdr, '$.recording') IS NOT NULL

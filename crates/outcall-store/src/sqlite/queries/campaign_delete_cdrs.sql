@@ -1,0 +1,1 @@
+DELETE FROM cdrs WHERE campaign_id = ?1

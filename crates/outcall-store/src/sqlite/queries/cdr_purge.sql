@@ -1,0 +1,1 @@
+DELETE FROM cdrs WHERE started_at < ?1
