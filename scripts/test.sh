@@ -27,5 +27,6 @@ if [ "${OUTCALL_SKIP_SCHEMATHESIS:-0}" != "1" ]; then
 fi
 
 log "deploy files: promtool check and test rules, yamllint, dashboard queries"; bash scripts/check-deploy.sh
+log "deploy files (distributed): compose, kubernetes, kamailio, dockerfile"; OUTCALL_DEPLOY_SKIP_CARGO=1 bash scripts/check-deploy-dist.sh
 log "tests (unit and SIPp integration)"
 cargo nextest run --workspace --locked --no-fail-fast

@@ -112,6 +112,10 @@ catalogue! {
         "Store operations that failed");
     BUS_ERRORS_TOTAL = ("outcall_bus_errors_total", Counter, ["component"], NONE,
         "Events that could not be handed to the bus or outbox");
+    BUS_SPOOLED = ("outcall_bus_spooled_messages", Gauge, [], NONE,
+        "Messages of a dialer waiting in its on-disk spool for the bus to come back");
+    INGEST_CDRS_TOTAL = ("outcall_ingest_cdrs_total", Counter, [], NONE,
+        "CDRs an ingest node wrote to the store (new ones; redeliveries not counted)");
     TRUNK_RATE_FACTOR = ("outcall_trunk_rate_factor", Gauge, ["trunk"], NONE,
         "Share of a trunk's rate the pacer allows (1 normal, lower when degraded)");
     TRUNK_CIRCUIT = ("outcall_trunk_circuit_state", Gauge, ["trunk"], NONE,

@@ -1474,8 +1474,11 @@ async fn run_attempt(
         _ => ContactNext::Done { outcome },
     };
     // For the trunk's health: only a call that was placed says something about the trunk.
+    // A call lost with its dialer node, or never placed for want of one, says nothing
+    // about the trunk.
     let trunk_fault = cdr
         .as_ref()
+        .filter(|_| cause.is_none())
         .and_then(|c| crate::health::trunk_fault(outcome, c.sip_status));
     // Without `store_cdrs` the dialer's CDR reaches the store through the bus; a CDR this
     // node made up (the dialer was lost) exists nowhere else.

@@ -5,6 +5,7 @@
 use super::app::AppConfig;
 use super::dist::Role;
 use anyhow::{Context, Result};
+use outcall_bus::Publisher as _;
 use outcall_queue::{DialerInfo, DialerRegistry, RedisConn, RedisRegistry};
 use outcall_store::sqlite::SqliteStore;
 use outcall_store::Store;
@@ -23,10 +24,14 @@ pub trait Probe: Send + Sync {
 /// The store: PostgreSQL when `[store]` names one, else SQLite in the data directory.
 pub async fn open_store(cfg: &AppConfig) -> Result<Arc<dyn Store>> {
     if let Some(url) = cfg.store.postgres_url()? {
-        anyhow::bail!(
-            "[store] url {}: this build has no PostgreSQL store",
-            redact(&url)
-        );
+        let opts = outcall_store::postgres::PgOptions {
+            max_connections: cfg.store.max_connections.max(1),
+            ..Default::default()
+        };
+        let store = outcall_store::postgres::PgStore::connect(&url, opts)
+            .await
+            .with_context(|| format!("cannot open the PostgreSQL store at {}", redact(&url)))?;
+        return Ok(Arc::new(store));
     }
     Ok(Arc::new(
         SqliteStore::open(&cfg.data_dir.join("outcall.db"))
@@ -49,10 +54,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// A publisher to the configured bus, behind the on-disk spool.
+type Spooled = outcall_bus::SpoolingPublisher<Arc<dyn outcall_bus::Publisher>>;
+
 /// What a node runs besides the embedded parts.
 #[derive(Default)]
 pub struct Parts {
     redis: Option<RedisConn>,
+    publisher: Option<Arc<Spooled>>,
+    ingest: Option<tokio::task::JoinHandle<()>>,
     dialer: Option<DialerNode>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop: CancellationToken,
@@ -124,7 +134,7 @@ impl Parts {
     /// Starts the parts of the node's roles that need no scheduler: the dialer's gRPC service.
     pub async fn start(
         cfg: &AppConfig,
-        _store: Arc<dyn Store>,
+        store: Arc<dyn Store>,
         ua: Option<SipUserAgent>,
     ) -> Result<Parts> {
         let mut parts = Parts::default();
@@ -139,16 +149,50 @@ impl Parts {
                     .with_context(|| format!("cannot connect to Redis at {}", redact(&url)))?,
             );
         }
+        if roles.has(Role::Ingest) {
+            match open_bus(cfg).await? {
+                Some(bus) => {
+                    let consumer = bus.cdr_consumer().await?;
+                    let sink = Arc::new(StoreCdrs {
+                        store: store.clone(),
+                    });
+                    let stop = parts.stop.clone();
+                    parts.ingest = Some(tokio::spawn(async move {
+                        let stats = consumer.run(sink, stop).await;
+                        tracing::info!(?stats, "ingest stopped");
+                    }));
+                }
+                None => tracing::warn!(
+                    "the ingest role has nothing to consume with [bus] kind = local: CDRs are written with their attempts"
+                ),
+            }
+        }
         if let (true, Some(ua)) = (roles.has(Role::Dialer), ua) {
             let Some(conn) = parts.redis.clone() else {
                 anyhow::bail!("the dialer role needs [redis] url (its registry)");
             };
+            if let Some(bus) = open_bus(cfg).await? {
+                let spool = cfg.bus.spool_dir(&cfg.data_dir);
+                let publisher = outcall_bus::SpoolingPublisher::open(
+                    bus.publisher(),
+                    outcall_bus::SpoolConfig::new(&spool),
+                )
+                .await
+                .with_context(|| format!("cannot open the bus spool {}", spool.display()))?;
+                parts.publisher = Some(Arc::new(publisher));
+            }
+            let hook = Arc::new(DialerReports {
+                publisher: parts.publisher.clone(),
+                #[cfg(feature = "s3")]
+                uploader: super::recordings::RecordingUploader::from_config(&cfg.recordings)?,
+            });
             let service = outcall_rpc::DialerService::new(
                 Arc::new(ua),
                 cfg.ua.node.clone(),
                 cfg.max_concurrent_calls,
             )
-            .with_recordings(cfg.data_dir.join("recordings"));
+            .with_recordings(cfg.data_dir.join("recordings"))
+            .with_hook(hook);
             let listener = tokio::net::TcpListener::bind(cfg.rpc.listen)
                 .await
                 .with_context(|| format!("cannot listen for gRPC on {}", cfg.rpc.listen))?;
@@ -247,11 +291,49 @@ impl Parts {
 
     /// Refreshes this node's gauges before `/metrics` renders.
     pub fn gauges(&self) -> impl Fn() + Send + Sync + 'static {
-        || {}
+        let publisher = self.publisher.clone();
+        move || {
+            if let Some(p) = &publisher {
+                metrics::gauge!(outcall_domain::metrics::BUS_SPOOLED).set(p.spooled() as f64);
+            }
+        }
     }
 
-    /// Retention jobs of the distributed store.
-    pub fn spawn_retention(&mut self, _cfg: &AppConfig, _store: Arc<dyn Store>) {}
+    /// CDR retention, hourly on nodes with the api role: CDRs of attempts older than
+    /// `[store] cdr_retention_months` go (whole monthly partitions on PostgreSQL).
+    pub fn spawn_retention(&mut self, cfg: &AppConfig, store: Arc<dyn Store>) {
+        if !cfg.active_roles.has(Role::Api) || cfg.store.cdr_retention_months == 0 {
+            return;
+        }
+        let months = i64::from(cfg.store.cdr_retention_months);
+        let stop = self.stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let now = jiff::Timestamp::now();
+                let cutoff = now
+                    .to_zoned(jiff::tz::TimeZone::UTC)
+                    .checked_sub(jiff::Span::new().months(months))
+                    .map(|z| z.timestamp())
+                    .unwrap_or(now);
+                match store.purge_cdrs_before(cutoff).await {
+                    Ok(p) if p.deleted > 0 || !p.dropped_partitions.is_empty() => tracing::info!(
+                        deleted = p.deleted,
+                        partitions = ?p.dropped_partitions,
+                        %cutoff,
+                        "CDR retention"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "CDR retention failed"),
+                }
+            }
+        }));
+    }
 
     /// SIGTERM: refuse new calls, leave the registry.
     pub async fn begin_drain(&self) {
@@ -279,7 +361,21 @@ impl Parts {
                 tracing::warn!(error = %e, "cannot leave the dialer registry");
             }
         }
+        if let Some(p) = &self.publisher {
+            // CDRs still in the spool stay on disk and are sent after the next start.
+            let left = p.spooled();
+            if left > 0 {
+                let _ = tokio::time::timeout(Duration::from_secs(5), p.wait_drained()).await;
+                tracing::info!(spooled = p.spooled(), "bus spool at stop");
+            }
+        }
         self.stop.cancel();
+        if let Some(i) = &self.ingest {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !i.is_finished() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -306,6 +402,200 @@ async fn heartbeat(
         info.draining = service.is_draining();
         if let Err(e) = registry.register(&info, ttl).await {
             tracing::warn!(error = %e, "dialer heartbeat failed");
+        }
+    }
+}
+
+/// The configured bus (`None` for the in-process `local` kind).
+enum Bus {
+    #[cfg(feature = "rabbitmq")]
+    Rabbit(outcall_bus::RabbitBus),
+    #[cfg(feature = "nats")]
+    Nats(outcall_bus::NatsBus),
+}
+
+/// CDR consumers of the configured bus.
+enum CdrConsumer {
+    #[cfg(feature = "rabbitmq")]
+    Rabbit(outcall_bus::RabbitConsumer),
+    #[cfg(feature = "nats")]
+    Nats(outcall_bus::NatsConsumer),
+}
+
+async fn open_bus(cfg: &AppConfig) -> Result<Option<Bus>> {
+    use super::dist::BusKind;
+    let url = || -> Result<String> {
+        cfg.bus.url()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "[bus] kind = {:?} needs url, url_file or OUTCALL_BUS_URL",
+                cfg.bus.kind
+            )
+        })
+    };
+    Ok(match cfg.bus.kind {
+        BusKind::Local => None,
+        #[cfg(feature = "rabbitmq")]
+        BusKind::Rabbitmq => {
+            let mut rc = outcall_bus::RabbitConfig::new(url()?);
+            rc.prefix = cfg.bus.prefix();
+            Some(Bus::Rabbit(outcall_bus::RabbitBus::new(rc)?))
+        }
+        #[cfg(feature = "nats")]
+        BusKind::Nats => {
+            let mut nc = outcall_bus::NatsConfig::new(url()?);
+            nc.prefix = cfg.bus.prefix();
+            Some(Bus::Nats(outcall_bus::NatsBus::new(nc)?))
+        }
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!("[bus] kind = {other:?}: this build has no such bus"),
+    })
+}
+
+impl Bus {
+    fn publisher(self) -> Arc<dyn outcall_bus::Publisher> {
+        match self {
+            #[cfg(feature = "rabbitmq")]
+            Bus::Rabbit(b) => Arc::new(b),
+            #[cfg(feature = "nats")]
+            Bus::Nats(b) => Arc::new(b),
+        }
+    }
+
+    async fn cdr_consumer(&self) -> Result<CdrConsumer> {
+        Ok(match self {
+            #[cfg(feature = "rabbitmq")]
+            Bus::Rabbit(b) => CdrConsumer::Rabbit(
+                b.consumer(outcall_bus::Topic::Cdrs)
+                    .await
+                    .context("cannot consume CDRs from RabbitMQ")?,
+            ),
+            #[cfg(feature = "nats")]
+            Bus::Nats(b) => CdrConsumer::Nats(
+                b.consumer(outcall_bus::Topic::Cdrs)
+                    .await
+                    .context("cannot consume CDRs from NATS")?,
+            ),
+        })
+    }
+}
+
+impl CdrConsumer {
+    async fn run(
+        self,
+        sink: Arc<dyn outcall_bus::CdrSink>,
+        stop: CancellationToken,
+    ) -> outcall_bus::IngestStats {
+        let cfg = outcall_bus::IngestConfig::default();
+        match self {
+            #[cfg(feature = "rabbitmq")]
+            CdrConsumer::Rabbit(c) => outcall_bus::Ingest::run(c, sink, cfg, stop).await,
+            #[cfg(feature = "nats")]
+            CdrConsumer::Nats(c) => outcall_bus::Ingest::run(c, sink, cfg, stop).await,
+        }
+    }
+}
+
+/// What a dialer publishes for each call: the CDR and where it belongs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CdrMessage {
+    attempt_id: i64,
+    campaign_id: i64,
+    /// When the attempt started (its dispatch): the CDR's partition.
+    started_at_ms: i64,
+    cdr: outcall_domain::Cdr,
+}
+
+/// Ingest's sink: CDRs from the bus into the store, in one batch insert, idempotent by
+/// attempt id.
+struct StoreCdrs {
+    store: Arc<dyn Store>,
+}
+
+#[async_trait::async_trait]
+impl outcall_bus::CdrSink for StoreCdrs {
+    async fn write(&self, batch: &[outcall_bus::Envelope]) -> Result<u64, String> {
+        let mut rows = Vec::with_capacity(batch.len());
+        for e in batch {
+            match serde_json::from_value::<CdrMessage>(e.payload.clone()) {
+                Ok(m) => rows.push(outcall_store::CdrRow {
+                    attempt_id: m.attempt_id,
+                    campaign_id: m.campaign_id,
+                    started_at: jiff::Timestamp::from_millisecond(m.started_at_ms)
+                        .unwrap_or_else(|_| jiff::Timestamp::now()),
+                    cdr: m.cdr,
+                }),
+                // A message no version of Outcall can read would block the queue forever.
+                Err(err) => {
+                    tracing::error!(id = %e.id, error = %err, "unreadable CDR message dropped")
+                }
+            }
+        }
+        let n = self
+            .store
+            .insert_cdrs(&rows)
+            .await
+            .map_err(|e| e.to_string())?;
+        metrics::counter!(outcall_domain::metrics::INGEST_CDRS_TOTAL).increment(n);
+        Ok(n)
+    }
+}
+
+/// The dialer's end of each call: upload its recording, then publish its CDR (to the spool
+/// when the bus is down) before the report goes back to the scheduler.
+struct DialerReports {
+    publisher: Option<Arc<Spooled>>,
+    #[cfg(feature = "s3")]
+    uploader: Option<super::recordings::RecordingUploader>,
+}
+
+#[async_trait::async_trait]
+impl outcall_rpc::ReportHook for DialerReports {
+    async fn finished(
+        &self,
+        info: &outcall_rpc::CallInfo,
+        report: &mut outcall_telephony::CallReport,
+    ) {
+        #[cfg(feature = "s3")]
+        if let (Some(up), Some(file)) = (&self.uploader, &info.recording) {
+            if file.exists() {
+                match up.upload(file, info.campaign_id, &info.attempt_id).await {
+                    Ok(url) => report.cdr.recording = Some(url),
+                    Err(e) => {
+                        tracing::warn!(attempt = %info.attempt_id, error = %format!("{e:#}"), "recording kept on the node")
+                    }
+                }
+            }
+        }
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let Ok(attempt_id) = info.attempt_id.parse::<i64>() else {
+            tracing::warn!(attempt = %info.attempt_id, "attempt id is not a number: CDR not published");
+            return;
+        };
+        let started_at_ms = report
+            .cdr
+            .dispatched_at_ms
+            .or(report.cdr.queued_at_ms)
+            .or(report.cdr.invite_at_ms)
+            .map(|ms| ms as i64)
+            .unwrap_or_else(outcall_queue::now_ms);
+        let msg = CdrMessage {
+            attempt_id,
+            campaign_id: info.campaign_id,
+            started_at_ms,
+            cdr: report.cdr.clone(),
+        };
+        let payload = match serde_json::to_value(&msg) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "CDR cannot be encoded");
+                return;
+            }
+        };
+        let env = outcall_bus::Envelope::cdr(attempt_id, info.campaign_id.to_string(), payload);
+        if let Err(e) = publisher.publish(std::slice::from_ref(&env)).await {
+            tracing::error!(attempt = attempt_id, error = %e, "CDR neither published nor spooled");
         }
     }
 }

@@ -1,0 +1,724 @@
+//! The distributed mode end to end, on this machine's PostgreSQL, Redis, RabbitMQ and NATS:
+//! `outcall serve --role …` processes (api, one scheduler, three dialers, ingest) on loopback
+//! against a SIPp carrier. Each test gets its own PostgreSQL database, Redis namespace and bus
+//! names. The carrier's scenario (`tests/sipp/uas_mix.xml`) answers by the dialed number's last
+//! digit: 0-5 answer, 6-7 busy, 8 rings until our CANCEL, 9 is an empty number.
+#![allow(clippy::disallowed_methods)] // plain threads here: no tokio runtime to block
+
+use outcall_testkit::{free_port, start_sipp, SippProcess, Transport};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_outcall")
+}
+
+const ADMIN_PASSWORD: &str = "test-admin-password";
+
+fn pg_url(db: &str) -> String {
+    let base = std::env::var("OUTCALL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let cut = base
+        .rfind('/')
+        .expect("a database in OUTCALL_TEST_POSTGRES_URL");
+    format!("{}/{db}", &base[..cut])
+}
+
+fn redis_url() -> String {
+    std::env::var("OUTCALL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("OUTCALL_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn psql(sql: &str) {
+    let out = Command::new("psql")
+        .arg(pg_url("test"))
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .expect("psql is installed");
+    assert!(
+        out.status.success(),
+        "PostgreSQL at {}: {sql}: {}",
+        pg_url("test"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn psql_value(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(pg_url(db))
+        .args(["-At", "-c", sql])
+        .output()
+        .expect("psql is installed");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which bus the cluster uses.
+enum Bus {
+    Rabbit,
+    Nats(u16),
+}
+
+/// One deployment: a database, a Redis namespace, bus names, a carrier, nodes.
+struct Cluster {
+    dir: tempfile::TempDir,
+    db: String,
+    ns: String,
+    bus: Bus,
+    sip_port: u16,
+    api: u16,
+    nodes: HashMap<String, Proc>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        if std::thread::panicking() || std::env::var_os("OUTCALL_TEST_KEEP_LOGS").is_some() {
+            // Keep the nodes' logs of a failed test.
+            let keep = std::env::temp_dir().join(format!("outcall-dist-{}", self.ns));
+            let _ = std::fs::create_dir_all(&keep);
+            for e in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+                }
+            }
+            eprintln!("node logs kept in {}", keep.display());
+        }
+        let _ = Command::new("psql")
+            .arg(pg_url("test"))
+            .args([
+                "-q",
+                "-c",
+                &format!("drop database if exists {} with (force)", self.db),
+            ])
+            .output();
+        let _ = Command::new("redis-cli")
+            .args(["-u", &redis_url(), "--scan", "--pattern"])
+            .arg(format!("*{}*", self.ns))
+            .output()
+            .map(|o| {
+                let keys: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                for chunk in keys.chunks(100) {
+                    let _ = Command::new("redis-cli")
+                        .args(["-u", &redis_url(), "del"])
+                        .args(chunk)
+                        .output();
+                }
+            });
+    }
+}
+
+impl Cluster {
+    fn new(bus: Bus, sip_port: u16) -> Cluster {
+        let id: u32 = std::process::id() ^ (Instant::now().elapsed().subsec_nanos());
+        let suffix = format!("{id:x}{:x}", rand_u32());
+        let db = format!("outcall_dist_{suffix}");
+        psql(&format!("create database {db}"));
+        Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            db,
+            ns: format!("outcall-t-{suffix}"),
+            bus,
+            sip_port,
+            api: free_port(),
+            nodes: HashMap::new(),
+        }
+    }
+
+    fn data(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self, name: &str, listen: u16) -> PathBuf {
+        let (kind, url) = match self.bus {
+            Bus::Rabbit => ("rabbitmq", amqp_url()),
+            Bus::Nats(port) => ("nats", format!("nats://127.0.0.1:{port}")),
+        };
+        let text = format!(
+            r#"data_dir = "{data}"
+keys_dir = "{keys}"
+node = "{name}"
+listen = "127.0.0.1:{listen}"
+max_concurrent_calls = 40
+shutdown_grace_secs = 5
+metrics = true
+
+[store]
+url = "{pg}"
+
+[redis]
+url = "{redis}"
+namespace = "{ns}"
+
+[bus]
+kind = "{kind}"
+url = "{url}"
+prefix = "{ns}"
+
+[rpc]
+listen = "127.0.0.1:{rpc}"
+heartbeat_secs = 1
+dialer_ttl_secs = 3
+
+[[trunks]]
+name = "sipp"
+host = "127.0.0.1"
+port = {sip}
+"#,
+            data = self.data(name).display(),
+            keys = self.dir.path().join("keys").display(),
+            pg = pg_url(&self.db),
+            redis = redis_url(),
+            ns = self.ns,
+            rpc = free_port(),
+            sip = self.sip_port,
+        );
+        let p = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Starts `outcall serve --role <roles>` as node `name`; returns once it is ready.
+    fn start(&mut self, name: &str, roles: &str) {
+        let listen = if roles.contains("api") {
+            self.api
+        } else {
+            free_port()
+        };
+        let cfg = self.config(name, listen);
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .args(["--role", roles])
+            .env("OUTCALL_ADMIN_USER", "admin")
+            .env("OUTCALL_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut proc = Proc {
+            child,
+            name: name.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = proc.child.try_wait().unwrap() {
+                panic!("{name} exited ({st}):\n{}", self.log(name));
+            }
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{listen}/readyz"))
+                .output()
+                .unwrap();
+            if out.stdout == b"200" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready:\n{}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.nodes.insert(proc.name.clone(), proc);
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// SIGKILL, no drain.
+    fn kill_9(&mut self, name: &str) {
+        let mut p = self.nodes.remove(name).expect("node runs");
+        p.child.kill().unwrap();
+        p.child.wait().unwrap();
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u32::from_le_bytes(b)
+}
+
+fn token(c: &Cluster) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", &c.url("/v1/auth/login")])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!(
+            r#"{{"username":"admin","password":"{ADMIN_PASSWORD}"}}"#
+        ))
+        .output()
+        .expect("curl is installed");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("login answers JSON");
+    v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login: {v}"))
+        .to_string()
+}
+
+fn curl(token: &str, method: &str, url: &str, body: Option<(&str, &str)>) -> Value {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-X", method, url]);
+    cmd.args(["-H", &format!("authorization: Bearer {token}")]);
+    if let Some((ct, b)) = body {
+        cmd.args(["-H", &format!("content-type: {ct}"), "--data-binary", b]);
+    }
+    let out = cmd.output().expect("curl is installed");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{method} {url}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn numbers(n: u32) -> String {
+    let mut s = String::from("number,name\n");
+    for i in 0..n {
+        s.push_str(&format!("138{i:08},Customer {i}\n"));
+    }
+    s
+}
+
+fn expected(n: u32) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for i in 0..n {
+        let o = match i % 10 {
+            0..=5 => "answered_human",
+            6 | 7 => "busy",
+            8 => "no_answer",
+            _ => "empty_number",
+        };
+        *m.entry(o.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Creates and starts a campaign of `n` contacts through the API node.
+fn launch(c: &Cluster, t: &str, n: u32, max_cps: u32, hold_secs: u32) -> i64 {
+    let spec = serde_json::json!({
+        "name": "distributed",
+        "trunks": ["sipp"],
+        "max_concurrent": 30,
+        "max_cps": max_cps,
+        "ring_timeout_secs": 2,
+        "max_duration_secs": hold_secs,
+        "retry": { "max_attempts": 6, "rules": {
+            "busy": { "delay_secs": 1, "retries": 1 },
+            "no_answer": { "delay_secs": 1, "retries": 1 },
+            "failed": { "delay_secs": 1, "retries": 3 } } }
+    });
+    let base = c.url("/v1/campaigns");
+    let r = curl(
+        t,
+        "POST",
+        &base,
+        Some(("application/json", &spec.to_string())),
+    );
+    let id = r["id"].as_i64().unwrap_or_else(|| panic!("{r}"));
+    let r = curl(
+        t,
+        "POST",
+        &format!("{base}/{id}/contacts"),
+        Some(("text/csv", &numbers(n))),
+    );
+    assert_eq!(r["added"], n as u64, "{r}");
+    let r = curl(t, "POST", &format!("{base}/{id}/start"), None);
+    assert_eq!(r["status"], "running", "{r}");
+    id
+}
+
+fn stats(c: &Cluster, t: &str, id: i64) -> Value {
+    curl(t, "GET", &c.url(&format!("/v1/campaigns/{id}/stats")), None)
+}
+
+fn wait_for(
+    c: &Cluster,
+    t: &str,
+    id: i64,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = stats(c, t, id);
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn all_attempts(c: &Cluster, t: &str, id: i64) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = curl(
+            t,
+            "GET",
+            &c.url(&format!(
+                "/v1/campaigns/{id}/attempts?after={after}&limit=200"
+            )),
+            None,
+        );
+        all.extend(page["attempts"].as_array().unwrap().clone());
+        match page["next_after"].as_i64() {
+            Some(n) => after = n,
+            None => return all,
+        }
+    }
+}
+
+/// SIPp carrier with a message trace (to count the INVITEs it really received).
+fn carrier(dir: &Path) -> SippProcess {
+    let log = dir.join("sipp_messages.log");
+    let log = log.to_string_lossy();
+    start_sipp(
+        "uas_mix.xml",
+        Transport::Udp,
+        &["-trace_msg", "-message_file", &log],
+        dir,
+    )
+}
+
+/// Call-IDs of the INVITEs SIPp received, with how many times each arrived.
+fn invites_seen(dir: &Path) -> HashMap<String, u32> {
+    let log = std::fs::read_to_string(dir.join("sipp_messages.log")).unwrap_or_default();
+    let mut ids = HashMap::new();
+    for chunk in log.split("message received") {
+        let body: Vec<&str> = chunk
+            .lines()
+            .skip_while(|l| {
+                !l.starts_with("INVITE ")
+                    && !l.starts_with("SIP/2.0")
+                    && !l.starts_with("ACK")
+                    && !l.starts_with("BYE")
+                    && !l.starts_with("CANCEL")
+            })
+            .collect();
+        if body.first().is_some_and(|l| l.starts_with("INVITE ")) {
+            if let Some(id) = body.iter().find_map(|l| l.strip_prefix("Call-ID:")) {
+                *ids.entry(id.trim().to_string()).or_default() += 1;
+            }
+        }
+    }
+    ids
+}
+
+fn ts(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .unwrap_or_else(|| panic!("a timestamp: {v}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt_twice() {
+    let sipp_dir = tempfile::tempdir().unwrap();
+    let mut sipp = carrier(sipp_dir.path());
+    let mut c = Cluster::new(Bus::Rabbit, sipp.port);
+    c.start("api-1", "api");
+    c.start("ingest-1", "ingest");
+    for d in ["dialer-1", "dialer-2", "dialer-3"] {
+        c.start(d, "dialer");
+    }
+    c.start("scheduler-1", "scheduler");
+    let t = token(&c);
+    let n = 150;
+    let id = launch(&c, &t, n, 30, 3);
+    // Calls in flight on every dialer, then dialer-2 dies without a word.
+    wait_for(&c, &t, id, Duration::from_secs(60), |s| {
+        s["attempts"].as_u64().unwrap_or(0) >= 45
+    });
+    let killed_at = jiff::Timestamp::now();
+    c.kill_9("dialer-2");
+    let s = wait_for(&c, &t, id, Duration::from_secs(240), |s| {
+        s["campaign"]["status"] == "completed"
+    });
+    assert_eq!(s["contacts"]["done"], n as u64, "{s}");
+    let finals: BTreeMap<String, u64> =
+        serde_json::from_value(s["final_outcomes"].clone()).unwrap();
+    assert_eq!(
+        finals,
+        expected(n),
+        "every contact ends with its carrier outcome: {s}"
+    );
+
+    // Every attempt gets its CDR: dialers publish them to RabbitMQ, ingest writes them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let attempts = loop {
+        let a = all_attempts(&c, &t, id);
+        if a.iter().all(|a| !a["cdr"].is_null()) {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} attempts without a CDR",
+            a.iter().filter(|a| a["cdr"].is_null()).count(),
+            a.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(attempts.len() as u64, s["attempts"].as_u64().unwrap());
+    let cdrs: u64 = psql_value(&c.db, "select count(*) from cdrs")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        cdrs,
+        attempts.len() as u64,
+        "one CDR per attempt in PostgreSQL"
+    );
+
+    // dialer-2's calls were lost with it: closed as failed/node_lost within 30 s of the
+    // kill (their contacts back in the queue), and each of those contacts dialed again.
+    let lost: Vec<&Value> = attempts
+        .iter()
+        .filter(|a| a["cause"] == "node_lost")
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "calls were in flight on the killed dialer"
+    );
+    for a in &lost {
+        assert_eq!(a["outcome"], "failed", "{a}");
+        assert_eq!(a["cdr"]["node"], "dialer-2", "{a}");
+        let closed = ts(&a["ended_at"]).duration_since(killed_at).as_secs_f64();
+        assert!(
+            closed <= 30.0,
+            "taken over {closed:.1} s after the kill: {a}"
+        );
+        assert!(
+            attempts
+                .iter()
+                .any(|b| b["contact_id"] == a["contact_id"] && b["id"].as_i64() > a["id"].as_i64()),
+            "the contact of {a} was dialed again"
+        );
+    }
+    // A lost dialer is no fault of the trunk: its circuit stayed closed, its rate whole.
+    let events = curl(&t, "GET", &c.url("/v1/events?limit=500"), None);
+    let trunk_events: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| k.starts_with("trunk."))
+        .collect();
+    assert!(trunk_events.is_empty(), "trunk events: {trunk_events:?}");
+    let nodes: HashSet<&str> = attempts
+        .iter()
+        .filter_map(|a| a["cdr"]["node"].as_str())
+        .collect();
+    assert!(
+        ["dialer-1", "dialer-2", "dialer-3"]
+            .iter()
+            .all(|d| nodes.contains(d)),
+        "calls spread over the three dialers: {nodes:?}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| ts(&a["started_at"]) > killed_at + jiff::SignedDuration::from_secs(5))
+            .all(|a| a["cdr"]["node"] != "dialer-2"),
+        "no call went to the dead dialer once its heartbeat expired"
+    );
+
+    // No attempt was dialed twice: each real CDR has its own Call-ID, SIPp saw each INVITE
+    // once, and no more INVITEs than attempts.
+    let call_ids: Vec<&str> = attempts
+        .iter()
+        .filter_map(|a| a["cdr"]["call_id"].as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    let unique: HashSet<&&str> = call_ids.iter().collect();
+    assert_eq!(unique.len(), call_ids.len(), "a Call-ID was used twice");
+    sipp.stop();
+    let seen = invites_seen(sipp_dir.path());
+    assert!(seen.values().all(|n| *n == 1), "an INVITE was sent twice");
+    assert!(
+        seen.len() <= attempts.len(),
+        "{} INVITEs for {} attempts",
+        seen.len(),
+        attempts.len()
+    );
+    assert!(call_ids.iter().all(|id| seen.contains_key(*id)));
+}
+
+/// A private NATS server (JetStream on disk) that the test may stop and start again.
+struct NatsServer {
+    port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    fn start(port: u16, store: &Path) -> NatsServer {
+        let mut s = NatsServer {
+            port,
+            store: store.to_path_buf(),
+            child: None,
+        };
+        s.resume();
+        s
+    }
+
+    fn resume(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spooled(dir: &Path) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        let m = e.metadata().unwrap();
+                        if m.is_dir() {
+                            walk(&e.path())
+                        } else {
+                            m.len()
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(dir)
+}
+
+#[test]
+fn the_bus_stopped_for_a_minute_mid_campaign_loses_no_cdr() {
+    let sipp_dir = tempfile::tempdir().unwrap();
+    let sipp = carrier(sipp_dir.path());
+    let nats_dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start(free_port(), nats_dir.path());
+    let mut c = Cluster::new(Bus::Nats(nats.port), sipp.port);
+    c.start("api-1", "api");
+    c.start("ingest-1", "ingest");
+    c.start("dialer-1", "dialer");
+    c.start("dialer-2", "dialer");
+    c.start("scheduler-1", "scheduler");
+    let t = token(&c);
+    // About 80 s of calls at 2 per second: the outage falls in the middle.
+    let n = 160;
+    let id = launch(&c, &t, n, 2, 1);
+    wait_for(&c, &t, id, Duration::from_secs(60), |s| {
+        s["attempts"].as_u64().unwrap_or(0) >= 20
+    });
+    nats.stop();
+    let outage = Instant::now();
+    // Calls go on; their CDRs wait in the dialers' spools.
+    let mut spool_seen = 0;
+    while outage.elapsed() < Duration::from_secs(60) {
+        spool_seen = spool_seen.max(
+            spooled(&c.data("dialer-1").join("spool")) + spooled(&c.data("dialer-2").join("spool")),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let during = stats(&c, &t, id)["attempts"].as_u64().unwrap();
+    assert!(
+        during > 40,
+        "the campaign went on while the bus was down: {during} attempts"
+    );
+    assert!(
+        spool_seen > 0,
+        "CDRs were spooled on disk while the bus was down"
+    );
+    nats.resume();
+    let s = wait_for(&c, &t, id, Duration::from_secs(180), |s| {
+        s["campaign"]["status"] == "completed"
+    });
+    assert_eq!(s["contacts"]["done"], n as u64, "{s}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let a = all_attempts(&c, &t, id);
+        let missing = a.iter().filter(|a| a["cdr"].is_null()).count();
+        if missing == 0 {
+            let cdrs: u64 = psql_value(&c.db, "select count(*) from cdrs")
+                .parse()
+                .unwrap();
+            assert_eq!(cdrs, a.len() as u64, "one CDR per attempt");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} attempts without a CDR after the bus came back",
+            a.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(sipp);
+}
