@@ -247,9 +247,9 @@ mod q {
 
     /// Migrations of one schema at a time (`current_schema()` keys the lock).
     pub const MIGRATE_LOCK: &str =
-        "SELECT pg_advisory_lock(hashtextextended('outcall.migrate.' || current_schema(), 0))";
+        "SELECT pg_advisory_lock(hashtextextended('outcall.migrate.' || COALESCE(current_schema(), ''), 0))";
     pub const MIGRATE_UNLOCK: &str =
-        "SELECT pg_advisory_unlock(hashtextextended('outcall.migrate.' || current_schema(), 0))";
+        "SELECT pg_advisory_unlock(hashtextextended('outcall.migrate.' || COALESCE(current_schema(), ''), 0))";
     pub const SCHEMA_EXISTS: &str = "SELECT 1 AS one FROM pg_namespace WHERE nspname = $1";
 }
 

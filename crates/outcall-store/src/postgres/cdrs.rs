@@ -21,25 +21,32 @@ use outcall_domain::campaign::CampaignId;
 use outcall_domain::Cdr;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Executor, Postgres, Row, Transaction};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 mod q {
     /// Partition creation and retention, one at a time per schema (until the transaction ends).
     pub const PARTITION_LOCK: &str = "SELECT pg_advisory_xact_lock(
-        hashtextextended('outcall.cdr_partitions.' || current_schema(), 0))";
+        hashtextextended('outcall.cdr_partitions.' || COALESCE(current_schema(), ''), 0))";
     pub const PARTITION_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL AS found";
     pub const PARTITIONS: &str = "SELECT c.relname::text AS name
         FROM pg_inherits i
         JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = 'cdrs'::regclass
         ORDER BY c.relname";
-    /// The attempts of a batch that are known: their campaign and start file the CDR.
-    pub const ATTEMPTS_OF: &str =
-        "SELECT id, campaign_id, started_at FROM attempts WHERE id = ANY($1)";
+    /// The starts a batch files its CDRs under (its attempts' when they are known).
+    pub const MONTHS_OF: &str = "SELECT DISTINCT COALESCE(a.started_at, u.started_at)
+        FROM UNNEST($1::int8[], $2::int8[]) AS u(attempt_id, started_at)
+        LEFT JOIN attempts a ON a.id = u.attempt_id";
+    /// The whole batch in one statement, each CDR filed under its attempt when the attempt is
+    /// known; the first of two rows for one attempt wins.
     pub const INSERT_BATCH: &str = "INSERT INTO cdrs
         (attempt_id, campaign_id, started_at, outcome, sip_status, cdr)
-        SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int4[],
-                             $6::jsonb[])
+        SELECT u.attempt_id, COALESCE(a.campaign_id, u.campaign_id),
+               COALESCE(a.started_at, u.started_at), u.outcome, u.sip_status, u.cdr
+        FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int4[], $6::jsonb[])
+             WITH ORDINALITY AS u(attempt_id, campaign_id, started_at, outcome, sip_status, cdr, n)
+        LEFT JOIN attempts a ON a.id = u.attempt_id
+        ORDER BY u.n
         ON CONFLICT DO NOTHING";
     /// One CDR when its attempt closes; one stored under another start (a CDR that came
     /// before its attempt row) counts too.
@@ -171,7 +178,7 @@ pub(super) async fn insert_one(
     Ok(())
 }
 
-/// A batch as column arrays, each CDR filed under its attempt when the attempt is known.
+/// A batch as column arrays (as the caller gave it), with the months it names.
 #[derive(Default)]
 struct Columns<'a> {
     attempt_id: Vec<i64>,
@@ -299,67 +306,65 @@ impl PgStore {
     }
 
     /// [`crate::Store::insert_cdrs`]: one statement for the whole batch.
+    ///
+    /// The partitions of the months the caller gives are made first (when this process has not
+    /// seen them); the statement then files each CDR under its attempt's start when the attempt
+    /// is known, which is the same month unless the caller's start was off, or the partition
+    /// was dropped by another node since: then the months are looked up and made, and the
+    /// statement runs again.
     pub(super) async fn cdr_insert_batch(&self, batch: &[CdrRow]) -> Result<u64> {
         if batch.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<i64> = batch.iter().map(|r| r.attempt_id).collect();
-        let known: HashMap<i64, (CampaignId, i64)> = sqlx::query(q::ATTEMPTS_OF)
-            .bind(&ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| {
-                Ok((
-                    super::col(r, "id")?,
-                    (super::col(r, "campaign_id")?, super::col(r, "started_at")?),
-                ))
-            })
-            .collect::<Result<_>>()?;
         let mut c = Columns::default();
         for r in batch {
-            let (campaign, started) = known
-                .get(&r.attempt_id)
-                .copied()
-                .unwrap_or((r.campaign_id, ms(r.started_at)));
-            c.months.insert(Month::of(super::ts(started)?));
+            c.months.insert(Month::of(r.started_at));
             c.attempt_id.push(r.attempt_id);
-            c.campaign_id.push(campaign);
-            c.started_at.push(started);
+            c.campaign_id.push(r.campaign_id);
+            c.started_at.push(ms(r.started_at));
             c.outcome.push(r.cdr.outcome.as_str());
             c.sip_status.push(r.cdr.sip_status.map(i32::from));
             c.cdr.push(Json(&r.cdr));
         }
-        for tries in 1..=2 {
-            for month in &c.months {
-                if !self.knows(*month) {
-                    self.ensure_partition(*month).await?;
-                }
-            }
-            let done = sqlx::query(q::INSERT_BATCH)
-                .bind(&c.attempt_id)
-                .bind(&c.campaign_id)
-                .bind(&c.started_at)
-                .bind(&c.outcome)
-                .bind(&c.sip_status)
-                .bind(&c.cdr)
-                .execute(&self.pool)
-                .await;
-            match done {
-                Ok(r) => return Ok(r.rows_affected()),
-                // Dropped by another node's retention since this one saw it: make it again.
-                Err(e) if is_missing_partition(&e) && tries == 1 => {
-                    for month in &c.months {
-                        self.forget(*month);
-                    }
-                }
-                Err(e) => return Err(db(e)),
+        for month in &c.months {
+            if !self.knows(*month) {
+                self.ensure_partition(*month).await?;
             }
         }
-        Err(StoreError::Database(
-            "CDR partitions went missing again while the batch was written".into(),
-        ))
+        match self.insert_columns(&c).await {
+            Ok(n) => return Ok(n),
+            Err(e) if is_missing_partition(&e) => {}
+            Err(e) => return Err(db(e)),
+        }
+        // Every month the batch files a CDR under, checked in the database.
+        let months: Vec<i64> = sqlx::query_scalar(q::MONTHS_OF)
+            .bind(&c.attempt_id)
+            .bind(&c.started_at)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let months = months
+            .into_iter()
+            .map(|start| super::ts(start).map(Month::of))
+            .collect::<Result<BTreeSet<_>>>()?;
+        for month in months {
+            self.forget(month);
+            self.ensure_partition(month).await?;
+        }
+        self.insert_columns(&c).await.map_err(db)
+    }
+
+    async fn insert_columns(&self, c: &Columns<'_>) -> std::result::Result<u64, sqlx::Error> {
+        Ok(sqlx::query(q::INSERT_BATCH)
+            .bind(&c.attempt_id)
+            .bind(&c.campaign_id)
+            .bind(&c.started_at)
+            .bind(&c.outcome)
+            .bind(&c.sip_status)
+            .bind(&c.cdr)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// [`crate::Store::count_cdrs`].
