@@ -91,6 +91,8 @@ struct Cluster {
     sip_port: u16,
     api: u16,
     nodes: HashMap<String, Proc>,
+    /// HTTP port of each node.
+    ports: HashMap<String, u16>,
 }
 
 impl Drop for Cluster {
@@ -152,6 +154,7 @@ impl Cluster {
             sip_port,
             api: free_port(),
             nodes: HashMap::new(),
+            ports: HashMap::new(),
         }
     }
 
@@ -159,7 +162,7 @@ impl Cluster {
         self.dir.path().join(name)
     }
 
-    fn config(&self, name: &str, listen: u16) -> PathBuf {
+    fn config(&self, name: &str, listen: u16, extra: &str) -> PathBuf {
         let (kind, url) = match self.bus {
             Bus::Rabbit => ("rabbitmq", amqp_url()),
             Bus::Nats(port) => ("nats", format!("nats://127.0.0.1:{port}")),
@@ -204,18 +207,24 @@ port = {sip}
             sip = self.sip_port,
         );
         let p = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, format!("{extra}\n{text}")).unwrap();
         p
     }
 
     /// Starts `outcall serve --role <roles>` as node `name`; returns once it is ready.
     fn start(&mut self, name: &str, roles: &str) {
+        self.start_with(name, roles, "")
+    }
+
+    /// [`Cluster::start`] with top-level settings added to the node's config.
+    fn start_with(&mut self, name: &str, roles: &str, extra: &str) {
         let listen = if roles.contains("api") {
             self.api
         } else {
             free_port()
         };
-        let cfg = self.config(name, listen);
+        self.ports.insert(name.to_string(), listen);
+        let cfg = self.config(name, listen, extra);
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
         let child = Command::new(bin())
             .args(["serve", "--config"])
@@ -465,6 +474,41 @@ fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt
     }
     c.start("scheduler-1", "scheduler");
     let t = token(&c);
+    // A monitor node judging the scheduler's and the dialers' metrics, with an API key.
+    let key = curl(
+        &t,
+        "POST",
+        &c.url("/v1/api-keys"),
+        Some(("application/json", r#"{"name":"monitor","role":"auditor"}"#)),
+    );
+    let key = key["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key}"))
+        .to_string();
+    let key_file = c.dir.path().join("monitor.key");
+    std::fs::write(&key_file, &key).unwrap();
+    let targets: Vec<String> = ["scheduler-1", "dialer-1", "dialer-2", "dialer-3"]
+        .iter()
+        .map(|n| format!("\"http://127.0.0.1:{}/metrics\"", c.ports[*n]))
+        .collect();
+    // One rule that the carrier's busy numbers (a fifth of them) fire.
+    let rules = c.dir.path().join("monitor-rules.toml");
+    std::fs::write(
+        &rules,
+        "interval_secs = 1\n[[rules]]\nname = \"busy_rate\"\nkind = \"call_failure_rate\"\n\
+         outcomes = [\"busy\"]\nthreshold = 0.05\nwindow_secs = 10\nfor_secs = 0\nmin_calls = 5\n",
+    )
+    .unwrap();
+    c.start_with(
+        "monitor-1",
+        "monitor",
+        &format!(
+            "monitor_targets = [{}]\nmonitor_token_file = \"{}\"\nmonitor_file = \"{}\"",
+            targets.join(", "),
+            key_file.display(),
+            rules.display()
+        ),
+    );
     let n = 150;
     let id = launch(&c, &t, n, 30, 3);
     // Calls in flight on every dialer, then dialer-2 dies without a word.
@@ -562,6 +606,15 @@ fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt
             .all(|a| a["cdr"]["node"] != "dialer-2"),
         "no call went to the dead dialer once its heartbeat expired"
     );
+
+    // The monitor node judged the calls of the dialers it scraped: its rule fired, and the
+    // alert is an event an operator reads.
+    let fired = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "alert.firing" && e["subject"] == "busy_rate");
+    assert!(fired, "the monitor's alert fired:\n{}", c.log("monitor-1"));
 
     // No attempt was dialed twice: each real CDR has its own Call-ID, SIPp saw each INVITE
     // once, and no more INVITEs than attempts.

@@ -108,6 +108,14 @@ pub struct AppConfig {
     /// Run the monitor (needs `metrics`).
     #[serde(default = "default_true")]
     pub monitor_enabled: bool,
+    /// The `/metrics` URLs of the nodes the monitor judges (a separate monitor role); empty:
+    /// this node's own metrics.
+    #[serde(default)]
+    pub monitor_targets: Vec<String>,
+    /// A file holding the API key the monitor scrapes with (permission `metrics:read`; else
+    /// `OUTCALL_MONITOR_TOKEN`).
+    #[serde(default)]
+    pub monitor_token_file: Option<PathBuf>,
     /// Automatic degradation and circuit breaking of failing trunks.
     #[serde(default)]
     pub degradation: outcall_scheduler::DegradationConfig,
@@ -508,7 +516,45 @@ impl App {
         } else {
             None
         };
-        let monitor = match (&metrics, cfg.monitor_enabled && roles.has(Role::Monitor)) {
+        let run_monitor = cfg.monitor_enabled && roles.has(Role::Monitor);
+        let monitor = match (&metrics, run_monitor) {
+            (_, true) if !cfg.monitor_targets.is_empty() => {
+                let mcfg = match &cfg.monitor_file {
+                    Some(f) => outcall_monitor::MonitorConfig::from_file(f)
+                        .with_context(|| format!("invalid monitor file {}", f.display()))?,
+                    None => cfg.monitor.clone(),
+                };
+                let token = match (
+                    &cfg.monitor_token_file,
+                    std::env::var("OUTCALL_MONITOR_TOKEN"),
+                ) {
+                    (_, Ok(t)) => Some(t),
+                    (Some(f), _) => Some(
+                        std::fs::read_to_string(f)
+                            .with_context(|| {
+                                format!("cannot read monitor_token_file {}", f.display())
+                            })?
+                            .trim()
+                            .to_string(),
+                    ),
+                    _ => None,
+                };
+                let source = Arc::new(
+                    outcall_monitor::HttpSource::new(
+                        &cfg.monitor_targets,
+                        token,
+                        Duration::from_secs(5),
+                    )
+                    .map_err(|e| anyhow::anyhow!("invalid monitor_targets: {e}"))?,
+                );
+                let sink = Arc::new(AlertEvents {
+                    store: service.store.clone(),
+                });
+                Some(
+                    outcall_monitor::Monitor::spawn(mcfg, source, Some(sink))
+                        .context("invalid monitor settings")?,
+                )
+            }
             (Some(render), true) => {
                 let mcfg = match &cfg.monitor_file {
                     Some(f) => outcall_monitor::MonitorConfig::from_file(f)
