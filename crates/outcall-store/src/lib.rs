@@ -413,7 +413,8 @@ pub trait Store: AccessStore + EventStore + Send + Sync + 'static {
     /// (without their CDR). SQLite and memory delete exactly those, row by row. PostgreSQL
     /// detaches and drops whole monthly partitions whose month ended at or before `cutoff`, so
     /// a CDR can outlive the cutoff by up to a month; a cutoff at the start of a month (UTC)
-    /// gives the same result everywhere.
+    /// gives the same result everywhere. PostgreSQL also creates the partitions of the current
+    /// month and the next ones here when they are missing: run it periodically (hourly).
     async fn purge_cdrs_before(&self, cutoff: Timestamp) -> Result<CdrPurge>;
     /// Attempts of this contact by outcome.
     async fn outcome_counts(&self, contact: ContactId) -> Result<BTreeMap<Outcome, u32>>;

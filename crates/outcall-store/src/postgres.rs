@@ -14,8 +14,9 @@
 //!
 //! CDRs live in `cdrs`, partitioned by the month (UTC) their attempt started in; see
 //! [`PgStore::ensure_cdr_partitions`] and [`PgStore::drop_cdr_partitions_before`]. Partitions
-//! are created ahead at connect (the current month and [`PgOptions::cdr_months_ahead`] more) and
-//! on demand for any other month a CDR belongs to, so an insert never fails for want of one.
+//! are created ahead at connect and by every retention pass ([`Store::purge_cdrs_before`]): the
+//! current month and [`PgOptions::cdr_months_ahead`] more; any other month a CDR belongs to gets
+//! its partition on demand, so an insert never fails for want of one.
 //!
 //! [`PgStore::connect_schema`] keeps everything in one schema (its own `search_path` on every
 //! pooled connection): several deployments, or tests, can share one database.
@@ -309,6 +310,8 @@ impl Default for PgOptions {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Monthly CDR partitions kept ready beyond the current month.
+    months_ahead: u32,
     /// Months known to have a CDR partition (created or seen by this process). Another node's
     /// retention may drop one: an insert that finds it missing creates it again.
     partitions: Arc<Mutex<HashSet<Month>>>,
@@ -347,6 +350,7 @@ impl PgStore {
         migrate(&pool).await?;
         let store = PgStore {
             pool,
+            months_ahead: opts.cdr_months_ahead,
             partitions: Arc::default(),
         };
         store
@@ -1057,9 +1061,13 @@ impl Store for PgStore {
     }
 
     async fn purge_cdrs_before(&self, cutoff: Timestamp) -> Result<CdrPurge> {
+        let dropped_partitions = self.drop_cdr_partitions_before(cutoff).await?;
+        // The same periodic pass keeps the coming months' partitions ready.
+        self.ensure_cdr_partitions(Timestamp::now(), self.months_ahead)
+            .await?;
         Ok(CdrPurge {
             deleted: 0,
-            dropped_partitions: self.drop_cdr_partitions_before(cutoff).await?,
+            dropped_partitions,
         })
     }
 

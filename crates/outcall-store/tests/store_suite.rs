@@ -1654,6 +1654,131 @@ async fn sqlite_file_reopens_with_its_data() {
     store.close().await;
 }
 
+/// A database written before CDRs had their own table (schema version 9, the CDR in a column
+/// of `attempts`) opens with its CDRs where they were: migration 10 moves them.
+#[tokio::test]
+async fn sqlite_upgrade_keeps_the_cdrs_of_attempts() {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use sqlx::{Connection, SqlSafeStr};
+    let old: [(i64, &str, &'static str); 9] = [
+        (
+            1,
+            "init",
+            include_str!("../migrations/sqlite/0001_init.sql"),
+        ),
+        (
+            2,
+            "blacklist",
+            include_str!("../migrations/sqlite/0002_blacklist.sql"),
+        ),
+        (
+            3,
+            "number_status",
+            include_str!("../migrations/sqlite/0003_number_status.sql"),
+        ),
+        (
+            4,
+            "contact_region",
+            include_str!("../migrations/sqlite/0004_contact_region.sql"),
+        ),
+        (
+            5,
+            "access",
+            include_str!("../migrations/sqlite/0005_access.sql"),
+        ),
+        (
+            6,
+            "webhooks",
+            include_str!("../migrations/sqlite/0006_webhooks.sql"),
+        ),
+        (
+            7,
+            "caller_id_pools",
+            include_str!("../migrations/sqlite/0007_caller_id_pools.sql"),
+        ),
+        (
+            8,
+            "system_events",
+            include_str!("../migrations/sqlite/0008_system_events.sql"),
+        ),
+        (
+            9,
+            "contact_trace",
+            include_str!("../migrations/sqlite/0009_contact_trace.sql"),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outcall.db");
+    let record = cdr(Outcome::Busy, Some(486));
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        let migrations = old
+            .iter()
+            .map(|&(v, d, sql)| {
+                Migration::new(
+                    v,
+                    d.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations)
+            .run(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO campaigns (id, name, status, spec, priority, created_at, updated_at)
+             VALUES (1, 'old', 'completed', ?1, 0, 0, 0)",
+        )
+        .bind(serde_json::to_string(&spec("old")).unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO contacts (id, campaign_id, number_hash, number_enc, masked, state, due_at,
+                                   attempts, final_outcome)
+             VALUES (1, 1, x'01', x'02', '+86138****0001', 'done', 0, 2, 'busy')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO attempts (id, campaign_id, contact_id, number_hash, seq, node, state,
+                                   started_at, ended_at, outcome, sip_status, cdr)
+             VALUES (1, 1, 1, x'01', 1, 'node-a', 'finished', 1000, 2000, 'busy', 486, ?1),
+                    (2, 1, 1, x'01', 2, 'node-a', 'finished', 3000, 4000, 'failed', NULL, NULL)",
+        )
+        .bind(serde_json::to_string(&record).unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let attempts = store.list_attempts(1, None, 10).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].cdr.as_ref(), Some(&record));
+    assert_eq!(attempts[1].cdr, None);
+    assert_eq!(store.count_cdrs(Some(1)).await.unwrap(), 1);
+    let again = outcall_store::CdrRow {
+        attempt_id: 1,
+        campaign_id: 1,
+        started_at: Timestamp::from_millisecond(1000).unwrap(),
+        cdr: cdr(Outcome::AnsweredHuman, Some(200)),
+    };
+    assert_eq!(
+        store.insert_cdrs(&[again]).await.unwrap(),
+        0,
+        "already there"
+    );
+    store.close().await;
+}
+
 /// Users, API keys, the audit log and idempotency keys.
 mod access_cases {
     use super::t;
