@@ -9,6 +9,7 @@ need_debs sipp:sip-tester curl:curl openssl:openssl
 need_nextest
 bash scripts/services.sh  # PostgreSQL, Redis, RabbitMQ, NATS: started when down
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet 'aiosmtpd==1.4.6'  # SMTP server of the alert mail test
+command -v moto_server >/dev/null || python3 -m pip install --quiet 'moto[server]==5.1.18'  # S3 API of the recordings test
 
 log "format"
 cargo fmt --all -- --check

@@ -162,7 +162,7 @@ impl Cluster {
         self.dir.path().join(name)
     }
 
-    fn config(&self, name: &str, listen: u16, extra: &str) -> PathBuf {
+    fn config(&self, name: &str, listen: u16, extra: &str, tables: &str) -> PathBuf {
         let (kind, url) = match self.bus {
             Bus::Rabbit => ("rabbitmq", amqp_url()),
             Bus::Nats(port) => ("nats", format!("nats://127.0.0.1:{port}")),
@@ -207,7 +207,7 @@ port = {sip}
             sip = self.sip_port,
         );
         let p = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(&p, format!("{extra}\n{text}")).unwrap();
+        std::fs::write(&p, format!("{extra}\n{text}\n{tables}")).unwrap();
         p
     }
 
@@ -218,13 +218,25 @@ port = {sip}
 
     /// [`Cluster::start`] with top-level settings added to the node's config.
     fn start_with(&mut self, name: &str, roles: &str, extra: &str) {
+        self.start_full(name, roles, extra, "", &[])
+    }
+
+    /// [`Cluster::start`] with top-level settings, tables and environment variables.
+    fn start_full(
+        &mut self,
+        name: &str,
+        roles: &str,
+        extra: &str,
+        tables: &str,
+        env: &[(&str, &str)],
+    ) {
         let listen = if roles.contains("api") {
             self.api
         } else {
             free_port()
         };
         self.ports.insert(name.to_string(), listen);
-        let cfg = self.config(name, listen, extra);
+        let cfg = self.config(name, listen, extra, tables);
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
         let child = Command::new(bin())
             .args(["serve", "--config"])
@@ -232,7 +244,7 @@ port = {sip}
             .args(["--role", roles])
             .env("OUTCALL_ADMIN_USER", "admin")
             .env("OUTCALL_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -345,7 +357,19 @@ fn expected(n: u32) -> BTreeMap<String, u64> {
 
 /// Creates and starts a campaign of `n` contacts through the API node.
 fn launch(c: &Cluster, t: &str, n: u32, max_cps: u32, hold_secs: u32) -> i64 {
-    let spec = serde_json::json!({
+    launch_spec(c, t, n, max_cps, hold_secs, None)
+}
+
+fn launch_spec(
+    c: &Cluster,
+    t: &str,
+    n: u32,
+    max_cps: u32,
+    hold_secs: u32,
+    prompt: Option<&Path>,
+) -> i64 {
+    let mut spec = serde_json::json!({
+        "record": prompt.is_some(),
         "name": "distributed",
         "trunks": ["sipp"],
         "max_concurrent": 30,
@@ -357,6 +381,9 @@ fn launch(c: &Cluster, t: &str, n: u32, max_cps: u32, hold_secs: u32) -> i64 {
             "no_answer": { "delay_secs": 1, "retries": 1 },
             "failed": { "delay_secs": 1, "retries": 3 } } }
     });
+    if let Some(p) = prompt {
+        spec["prompt"] = p.display().to_string().into();
+    }
     let base = c.url("/v1/campaigns");
     let r = curl(
         t,
@@ -774,4 +801,144 @@ fn the_bus_stopped_for_a_minute_mid_campaign_loses_no_cdr() {
         std::thread::sleep(Duration::from_millis(500));
     }
     drop(sipp);
+}
+
+/// A local S3 API (moto's server: MinIO is not installable here), killed when dropped.
+struct S3Server {
+    port: u16,
+    child: Child,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server is installed (pip install 'moto[server]')");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3Server { port, child }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn recordings_of_a_dialer_node_go_to_object_storage() {
+    let sipp_dir = tempfile::tempdir().unwrap();
+    let sipp = carrier(sipp_dir.path());
+    let s3 = S3Server::start();
+    let made = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .arg(s3.url("/outcall-recordings"))
+        .output()
+        .unwrap();
+    assert_eq!(made.stdout, b"200", "bucket created");
+    let mut c = Cluster::new(Bus::Rabbit, sipp.port);
+    c.start("api-1", "api");
+    c.start("ingest-1", "ingest");
+    let tables = format!(
+        "[recordings]\ns3_bucket = \"outcall-recordings\"\ns3_endpoint = \"{}\"\ns3_region = \"us-east-1\"\ns3_prefix = \"calls/\"\n",
+        s3.url("")
+    );
+    c.start_full(
+        "dialer-1",
+        "dialer",
+        "",
+        &tables,
+        &[
+            ("AWS_ACCESS_KEY_ID", "outcall-test"),
+            ("AWS_SECRET_ACCESS_KEY", "outcall-test-secret"),
+        ],
+    );
+    c.start("scheduler-1", "scheduler");
+    let t = token(&c);
+    // Numbers ending 0-5 answer: six answered calls play a 1 s prompt, recorded.
+    let prompt = c.dir.path().join("prompt.wav");
+    tone_wav(&prompt);
+    let id = launch_spec(&c, &t, 6, 10, 5, Some(&prompt));
+    wait_for(&c, &t, id, Duration::from_secs(60), |s| {
+        s["campaign"]["status"] == "completed"
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let attempts = loop {
+        let a = all_attempts(&c, &t, id);
+        if a.iter().all(|a| !a["cdr"].is_null()) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "CDRs did not arrive");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(attempts.len(), 6);
+    for a in &attempts {
+        let rec = a["cdr"]["recording"]
+            .as_str()
+            .unwrap_or_else(|| panic!("recorded: {a}"));
+        let key = format!("calls/{id}/{}.wav", a["id"]);
+        assert_eq!(rec, format!("s3://outcall-recordings/{key}"), "{a}");
+        // (moto's server wants some authorization header on a GET, not a valid one.)
+        let got = Command::new("curl")
+            .args(["-sS", "-o", "-", "-H"])
+            .arg(
+                "authorization: AWS4-HMAC-SHA256 Credential=outcall-test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .arg(s3.url(&format!("/outcall-recordings/{key}")))
+            .output()
+            .unwrap();
+        let listing = Command::new("curl")
+            .args(["-sS"])
+            .arg(s3.url("/outcall-recordings"))
+            .output()
+            .unwrap();
+        assert!(
+            got.stdout.starts_with(b"RIFF") && got.stdout.len() > 8000,
+            "{key} holds a WAV file ({} bytes): {}",
+            got.stdout.len(),
+            String::from_utf8_lossy(&listing.stdout)
+        );
+    }
+    // Uploaded, then removed from the dialer's disk.
+    let local = c.data("dialer-1").join("recordings").join(id.to_string());
+    let left = std::fs::read_dir(&local).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "no recording left on the dialer");
+}
+
+/// One second of a 440 Hz tone, 8 kHz 16-bit mono WAV.
+fn tone_wav(path: &Path) {
+    let samples: Vec<i16> = (0..8000)
+        .map(|i| ((i as f64 * 440.0 * 2.0 * std::f64::consts::PI / 8000.0).sin() * 8000.0) as i16)
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data_len).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    w.extend_from_slice(&1u16.to_le_bytes()); // mono
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&16000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        w.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, w).unwrap();
 }
