@@ -12,6 +12,11 @@
 //! advisory lock per schema, so nodes never race to create or drop the same partition. There is
 //! no DEFAULT partition: every row is in its month's partition, and retention
 //! ([`PgStore::drop_cdr_partitions_before`]) detaches and drops whole months.
+//!
+//! A batch is one `INSERT … SELECT FROM UNNEST(…)` (arrays bound as parameters, JSONB encoded by
+//! the client). Against COPY into a temporary table and one INSERT from it (the ignored test
+//! `cdr_ingest_throughput` in `tests/postgres.rs`), it wrote about twice as many rows per second
+//! in batches of 1,000 and was within 10 % in batches of 10,000, with no per-connection state.
 
 use super::{db, ms, PgStore};
 use crate::{CdrRow, Result, StoreError};
