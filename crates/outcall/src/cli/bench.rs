@@ -25,6 +25,10 @@ pub enum BenchCommand {
     Scheduler(super::bench_scheduler::SchedulerBenchArgs),
     /// Number pipeline per core and an import of generated numbers into the embedded store.
     Import(super::bench_import::ImportBenchArgs),
+    /// CDRs through the bus into PostgreSQL (the ingest path), against the store alone and
+    /// the bus alone.
+    #[cfg(all(feature = "nats", feature = "rabbitmq"))]
+    Ingest(super::bench_ingest::IngestBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +87,8 @@ pub async fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Sip(a) => sip(a).await,
         BenchCommand::Scheduler(a) => super::bench_scheduler::run(a).await,
         BenchCommand::Import(a) => super::bench_import::run(a).await,
+        #[cfg(all(feature = "nats", feature = "rabbitmq"))]
+        BenchCommand::Ingest(a) => super::bench_ingest::run(a).await,
     }
 }
 

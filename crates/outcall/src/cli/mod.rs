@@ -3,6 +3,8 @@
 mod app;
 mod bench;
 mod bench_import;
+#[cfg(all(feature = "nats", feature = "rabbitmq"))]
+mod bench_ingest;
 mod bench_scheduler;
 mod call;
 mod campaign;

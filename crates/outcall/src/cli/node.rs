@@ -497,18 +497,18 @@ impl CdrConsumer {
 
 /// What a dialer publishes for each call: the CDR and where it belongs.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct CdrMessage {
-    attempt_id: i64,
-    campaign_id: i64,
+pub(super) struct CdrMessage {
+    pub attempt_id: i64,
+    pub campaign_id: i64,
     /// When the attempt started (its dispatch): the CDR's partition.
-    started_at_ms: i64,
-    cdr: outcall_domain::Cdr,
+    pub started_at_ms: i64,
+    pub cdr: outcall_domain::Cdr,
 }
 
 /// Ingest's sink: CDRs from the bus into the store, in one batch insert, idempotent by
 /// attempt id.
-struct StoreCdrs {
-    store: Arc<dyn Store>,
+pub(super) struct StoreCdrs {
+    pub store: Arc<dyn Store>,
 }
 
 #[async_trait::async_trait]
