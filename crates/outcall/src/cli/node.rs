@@ -417,9 +417,9 @@ enum Bus {
 /// CDR consumers of the configured bus.
 enum CdrConsumer {
     #[cfg(feature = "rabbitmq")]
-    Rabbit(outcall_bus::RabbitConsumer),
+    Rabbit(Box<outcall_bus::RabbitConsumer>),
     #[cfg(feature = "nats")]
-    Nats(outcall_bus::NatsConsumer),
+    Nats(Box<outcall_bus::NatsConsumer>),
 }
 
 async fn open_bus(cfg: &AppConfig) -> Result<Option<Bus>> {
@@ -464,17 +464,17 @@ impl Bus {
     async fn cdr_consumer(&self) -> Result<CdrConsumer> {
         Ok(match self {
             #[cfg(feature = "rabbitmq")]
-            Bus::Rabbit(b) => CdrConsumer::Rabbit(
+            Bus::Rabbit(b) => CdrConsumer::Rabbit(Box::new(
                 b.consumer(outcall_bus::Topic::Cdrs)
                     .await
                     .context("cannot consume CDRs from RabbitMQ")?,
-            ),
+            )),
             #[cfg(feature = "nats")]
-            Bus::Nats(b) => CdrConsumer::Nats(
+            Bus::Nats(b) => CdrConsumer::Nats(Box::new(
                 b.consumer(outcall_bus::Topic::Cdrs)
                     .await
                     .context("cannot consume CDRs from NATS")?,
-            ),
+            )),
         })
     }
 }
@@ -488,9 +488,9 @@ impl CdrConsumer {
         let cfg = outcall_bus::IngestConfig::default();
         match self {
             #[cfg(feature = "rabbitmq")]
-            CdrConsumer::Rabbit(c) => outcall_bus::Ingest::run(c, sink, cfg, stop).await,
+            CdrConsumer::Rabbit(c) => outcall_bus::Ingest::run(*c, sink, cfg, stop).await,
             #[cfg(feature = "nats")]
-            CdrConsumer::Nats(c) => outcall_bus::Ingest::run(c, sink, cfg, stop).await,
+            CdrConsumer::Nats(c) => outcall_bus::Ingest::run(*c, sink, cfg, stop).await,
         }
     }
 }
