@@ -499,7 +499,9 @@ fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt
     for d in ["dialer-1", "dialer-2", "dialer-3"] {
         c.start(d, "dialer");
     }
+    // Two schedulers share the queue and the campaign's limits.
     c.start("scheduler-1", "scheduler");
+    c.start("scheduler-2", "scheduler");
     let t = token(&c);
     // A monitor node judging the scheduler's and the dialers' metrics, with an API key.
     let key = curl(
@@ -514,10 +516,16 @@ fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt
         .to_string();
     let key_file = c.dir.path().join("monitor.key");
     std::fs::write(&key_file, &key).unwrap();
-    let targets: Vec<String> = ["scheduler-1", "dialer-1", "dialer-2", "dialer-3"]
-        .iter()
-        .map(|n| format!("\"http://127.0.0.1:{}/metrics\"", c.ports[*n]))
-        .collect();
+    let targets: Vec<String> = [
+        "scheduler-1",
+        "scheduler-2",
+        "dialer-1",
+        "dialer-2",
+        "dialer-3",
+    ]
+    .iter()
+    .map(|n| format!("\"http://127.0.0.1:{}/metrics\"", c.ports[*n]))
+    .collect();
     // One rule that the carrier's busy numbers (a fifth of them) fire.
     let rules = c.dir.path().join("monitor-rules.toml");
     std::fs::write(
@@ -642,6 +650,46 @@ fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt
         .iter()
         .any(|e| e["kind"] == "alert.firing" && e["subject"] == "busy_rate");
     assert!(fired, "the monitor's alert fired:\n{}", c.log("monitor-1"));
+
+    // The campaign's limits held across both schedulers (each would allow them on its own):
+    // never more than 30 calls at once, never more than 30 started in a second.
+    let mut spans: Vec<(u64, u64)> = attempts
+        .iter()
+        .filter_map(|a| {
+            Some((
+                a["cdr"]["invite_at_ms"].as_u64()?,
+                a["cdr"]["end_at_ms"].as_u64()?,
+            ))
+        })
+        .collect();
+    spans.sort();
+    let mut peak = 0;
+    for (i, (start, _)) in spans.iter().enumerate() {
+        let live = spans[..=i].iter().filter(|(_, end)| end > start).count();
+        peak = peak.max(live);
+    }
+    assert!(peak <= 30, "{peak} calls at once for max_concurrent 30");
+    let starts: Vec<u64> = spans.iter().map(|s| s.0).collect();
+    let busiest = starts
+        .iter()
+        .map(|t0| {
+            starts
+                .iter()
+                .filter(|t| **t >= *t0 && **t < t0 + 1000)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest <= 31,
+        "{busiest} calls started within one second for max_cps 30"
+    );
+    let by_scheduler: HashSet<&str> = attempts.iter().filter_map(|a| a["node"].as_str()).collect();
+    assert_eq!(
+        by_scheduler.len(),
+        2,
+        "both schedulers dialed: {by_scheduler:?}"
+    );
 
     // No attempt was dialed twice: each real CDR has its own Call-ID, SIPp saw each INVITE
     // once, and no more INVITEs than attempts.
