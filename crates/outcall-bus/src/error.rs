@@ -54,6 +54,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// A hint for an I/O-level failure text, shared by both brokers.
+#[cfg(any(feature = "rabbitmq", feature = "nats"))]
 pub(crate) fn network_hint(broker: &str, detail: &str) -> String {
     let lower = detail.to_ascii_lowercase();
     if lower.contains("refused") {

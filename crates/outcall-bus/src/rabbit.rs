@@ -302,40 +302,47 @@ impl Publisher for RabbitBus {
                     .error("cannot connect: no answer in time".to_string())
             })??;
         let exchange: ShortString = self.cfg.exchange().into();
-        let mut confirms = Vec::with_capacity(batch.len());
-        for envelope in batch {
-            let body = envelope.to_json()?;
+        let bodies = batch
+            .iter()
+            .map(Envelope::to_json)
+            .collect::<Result<Vec<_>>>()?;
+        // Every publish is queued before the connection writes any: the first poll of each
+        // `basic_publish` (in batch order) assigns its delivery tag and queues its frames, so
+        // the batch leaves in a few writes and in order, and the confirmations are awaited
+        // together afterwards.
+        let sends = batch.iter().zip(&bodies).map(|(envelope, body)| {
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(envelope.id.as_str().into())
                 .with_timestamp((envelope.published_at_ms / 1000).max(0) as u64);
-            let sent = tokio::time::timeout_at(
-                deadline,
-                channel.basic_publish(
-                    exchange.clone(),
-                    self.cfg.queue(envelope.topic).into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &body,
-                    props,
-                ),
+            channel.basic_publish(
+                exchange.clone(),
+                self.cfg.queue(envelope.topic).into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                body,
+                props,
             )
-            .await;
-            match sent {
-                Ok(Ok(confirm)) => confirms.push(confirm),
-                Ok(Err(e)) => {
+        });
+        let sent = tokio::time::timeout_at(deadline, futures_util::future::join_all(sends))
+            .await
+            .map_err(|_| {
+                self.cfg.error(format!(
+                    "publishing: could not send within {} ms (connection blocked by a memory \
+                     or disk alarm?)",
+                    self.cfg.confirm_timeout.as_millis()
+                ))
+            })?;
+        let mut confirms = Vec::with_capacity(batch.len());
+        for result in sent {
+            match result {
+                Ok(confirm) => confirms.push(confirm),
+                Err(e) => {
                     self.forget(&channel).await;
                     return Err(self.cfg.lapin_error("publishing", &e));
-                }
-                Err(_) => {
-                    return Err(self.cfg.error(format!(
-                        "publishing: could not send within {} ms (connection blocked by a \
-                         memory or disk alarm?)",
-                        self.cfg.confirm_timeout.as_millis()
-                    )))
                 }
             }
         }

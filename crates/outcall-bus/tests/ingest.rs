@@ -1,5 +1,6 @@
 //! Ingest: CDRs from the bus into a sink, each attempt exactly once, nothing lost when the
 //! sink fails or when the broker goes down for a while.
+#![cfg(all(feature = "rabbitmq", feature = "nats"))]
 
 mod common;
 

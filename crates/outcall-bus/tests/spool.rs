@@ -1,6 +1,7 @@
 //! The spool: batches published while the broker is down are kept on disk and delivered, in
 //! order, once it is back; a spool left by a crash is replayed at the next start; a torn
 //! last record does not block the rest.
+#![cfg(all(feature = "rabbitmq", feature = "nats"))]
 
 mod common;
 

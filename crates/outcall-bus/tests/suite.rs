@@ -1,5 +1,6 @@
 //! The suite every bus passes: in process, on the machine's RabbitMQ and on its NATS
 //! JetStream. Each test uses queues or a stream of its own, deleted at the end.
+#![cfg(all(feature = "rabbitmq", feature = "nats"))]
 
 mod common;
 
