@@ -530,11 +530,17 @@ async fn replay<P: Publisher>(shared: Arc<Shared<P>>) {
         let envelopes = match parse_segment(&segment.path, &bytes) {
             Ok(envelopes) => envelopes,
             Err(message) => {
+                // Replaced by something else while queued: not ours to replay or delete.
                 tracing::error!(
                     path = %segment.path.display(),
                     "{message}; the file is left in place and not replayed"
                 );
-                Vec::new()
+                let mut state = shared.state.lock().await;
+                if state.segments.front().is_some_and(|s| s.seq == segment.seq) {
+                    state.segments.pop_front();
+                }
+                shared.confirmed(segment.records);
+                continue;
             }
         };
         drop(bytes);

@@ -221,3 +221,36 @@ suite! {
     rabbitmq => Kind::Rabbit;
     nats => Kind::Nats;
 }
+
+/// An unreachable broker is reported with its URL (password hidden) and what to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_name_the_broker() {
+    let port = common::free_port();
+    let mut cfg = common::rabbit_config("outcall-test-unreachable");
+    cfg.url = format!("amqp://guest:secret@127.0.0.1:{port}/%2f");
+    let err = outcall_bus::RabbitBus::connect(cfg)
+        .await
+        .err()
+        .expect("nothing listens there");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "RabbitMQ at amqp://guest:***@127.0.0.1:{port}/%2f: "
+        )),
+        "{text}"
+    );
+    assert!(text.contains("check that RabbitMQ is running"), "{text}");
+    assert!(!text.contains("secret"), "{text}");
+
+    let cfg = common::nats_config(&format!("nats://127.0.0.1:{port}"), "unreachable");
+    let err = outcall_bus::NatsBus::connect(cfg)
+        .await
+        .err()
+        .expect("nothing listens there");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("NATS at nats://127.0.0.1:{port}: ")),
+        "{text}"
+    );
+    assert!(text.contains("check that NATS is running"), "{text}");
+}
