@@ -379,6 +379,27 @@ impl App {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
         let store = super::node::open_store(cfg).await?;
+        // Several nodes: campaigns, blacklists and number statuses cached in memory and in
+        // Redis, invalidated on every node when one of them changes them.
+        let store: Arc<dyn Store> = match cfg.redis.url()? {
+            Some(url) if !roles.is_all() => {
+                let conn = outcall_queue::RedisConn::connect(&url, &cfg.redis.namespace)
+                    .await
+                    .with_context(|| {
+                        format!("cannot connect to Redis at {}", super::node::redact(&url))
+                    })?;
+                Arc::new(
+                    super::cached_store::CachedStore::with_redis(
+                        store,
+                        &conn,
+                        &outcall_queue::CacheConfig::default(),
+                    )
+                    .await
+                    .context("cannot subscribe to cache invalidations")?,
+                )
+            }
+            _ => store,
+        };
         let vault = Arc::new(
             NumberVault::load_or_create(&cfg.keys_dir().join("number.keys"))
                 .context("cannot load number keys")?,

@@ -42,7 +42,6 @@
 //! until the retry succeeds otherwise; retries stop after the memory TTL plus the Redis TTL,
 //! when every copy made before the write has expired. While Redis cannot be reached, a write
 //! returns once the connection has given up on its drop (about a second).
-#![cfg_attr(not(test), allow(dead_code))]
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -100,6 +99,7 @@ impl std::fmt::Debug for CachedStore {
 
 impl CachedStore {
     /// Caches in this process's memory only (one node: every write goes through it).
+    #[cfg(test)]
     pub fn memory(inner: Arc<dyn Store>, cfg: &CacheConfig) -> Self {
         CachedStore {
             inner,

@@ -6,6 +6,7 @@ mod bench_import;
 #[cfg(all(feature = "nats", feature = "rabbitmq"))]
 mod bench_ingest;
 mod bench_scheduler;
+mod cached_store;
 mod call;
 mod campaign;
 mod client;
