@@ -78,6 +78,9 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check a node's config file without starting anything: every key known, every value
+    /// valid; prints the roles it would run.
+    CheckConfig(serve::CheckConfigArgs),
 }
 
 pub fn init_logging(args: &LogArgs) -> Result<(), String> {
@@ -95,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => serve::run(a).await,
         Command::Campaign(c) => campaign::run(c).await,
         Command::Bench(b) => bench::run(b).await,
+        Command::CheckConfig(a) => serve::check_config(a),
         Command::Login(a) => client::login(a).await,
         Command::Logout => client::logout().await,
         Command::Import(a) => client::import(a).await,

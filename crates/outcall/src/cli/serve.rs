@@ -32,6 +32,69 @@ pub struct ServeArgs {
     pub roles: Vec<super::dist::Role>,
 }
 
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The config file to check.
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// The roles it will run with (as `serve --role`), if not those of the file.
+    #[arg(long = "role", value_delimiter = ',')]
+    pub roles: Vec<super::dist::Role>,
+}
+
+/// `outcall check-config`: parses the file as `serve` would and checks the settings that need
+/// no network: degradation, monitor rules, bus kind and URL, roles' requirements.
+pub fn check_config(a: CheckConfigArgs) -> Result<ExitCode> {
+    use super::dist::{BusKind, Role};
+    let mut cfg = AppConfig::load(Some(&a.config))?;
+    if !a.roles.is_empty() {
+        cfg.active_roles = super::dist::Roles::of(&a.roles);
+    }
+    cfg.degradation
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid [degradation]: {e}"))?;
+    let monitor = match &cfg.monitor_file {
+        Some(f) => outcall_monitor::MonitorConfig::from_file(f)
+            .with_context(|| format!("invalid monitor file {}", f.display()))?,
+        None => cfg.monitor.clone(),
+    };
+    monitor
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid [monitor]: {e}"))?;
+    let roles = &cfg.active_roles;
+    let distributed = !roles.is_all();
+    let needs_redis = distributed && (roles.has(Role::Scheduler) || roles.has(Role::Dialer));
+    if needs_redis
+        && cfg.redis.url.is_none()
+        && cfg.redis.url_file.is_none()
+        && std::env::var_os("OUTCALL_REDIS_URL").is_none()
+    {
+        anyhow::bail!(
+            "roles {:?} need [redis] url, url_file or OUTCALL_REDIS_URL",
+            roles.names()
+        );
+    }
+    let bus_roles = distributed && (roles.has(Role::Dialer) || roles.has(Role::Ingest));
+    if bus_roles
+        && cfg.bus.kind != BusKind::Local
+        && cfg.bus.url.is_none()
+        && cfg.bus.url_file.is_none()
+        && std::env::var_os("OUTCALL_BUS_URL").is_none()
+    {
+        anyhow::bail!(
+            "[bus] kind = {:?} needs url, url_file or OUTCALL_BUS_URL",
+            cfg.bus.kind
+        );
+    }
+    println!(
+        "{}: ok; node {}, roles {}",
+        a.config.display(),
+        cfg.ua.node,
+        roles.names().join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn run(a: ServeArgs) -> Result<ExitCode> {
     let mut cfg = AppConfig::load(a.config.as_deref())?;
     if let Some(l) = a.listen {
