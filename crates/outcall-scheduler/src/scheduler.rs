@@ -427,7 +427,7 @@ fn ack_later(q: &Arc<dyn TaskQueue>, lease: &Lease) {
 
 /// How long a global limiter slot stays taken without a renewal (renewed while the call
 /// lives): the slots of a node that dies free themselves after this.
-const SLOT_HOLD: Duration = Duration::from_secs(60);
+const SLOT_HOLD: Duration = Duration::from_secs(20);
 
 fn add_secs(t: Timestamp, s: u64) -> Timestamp {
     t.checked_add(jiff::SignedDuration::from_secs(

@@ -490,7 +490,8 @@ fn ts(v: &Value) -> jiff::Timestamp {
 }
 
 #[test]
-fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt_twice() {
+fn a_dialer_then_a_scheduler_killed_mid_campaign_lose_no_contact_no_cdr_and_dial_no_attempt_twice()
+{
     let sipp_dir = tempfile::tempdir().unwrap();
     let mut sipp = carrier(sipp_dir.path());
     let mut c = Cluster::new(Bus::Rabbit, sipp.port);
@@ -552,6 +553,12 @@ fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt
     });
     let killed_at = jiff::Timestamp::now();
     c.kill_9("dialer-2");
+    // Later, scheduler-2 dies too: its leases expire and scheduler-1 takes its tasks over.
+    wait_for(&c, &t, id, Duration::from_secs(60), |s| {
+        s["attempts"].as_u64().unwrap_or(0) >= 90
+    });
+    let scheduler_killed_at = jiff::Timestamp::now();
+    c.kill_9("scheduler-2");
     let s = wait_for(&c, &t, id, Duration::from_secs(240), |s| {
         s["campaign"]["status"] == "completed"
     });
@@ -593,7 +600,7 @@ fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt
     // kill (their contacts back in the queue), and each of those contacts dialed again.
     let lost: Vec<&Value> = attempts
         .iter()
-        .filter(|a| a["cause"] == "node_lost")
+        .filter(|a| a["cause"] == "node_lost" && ts(&a["ended_at"]) < scheduler_killed_at)
         .collect();
     assert!(
         !lost.is_empty(),
@@ -624,6 +631,30 @@ fn a_dialer_killed_mid_campaign_loses_no_contact_and_no_cdr_and_dials_no_attempt
         .filter(|k| k.starts_with("trunk."))
         .collect();
     assert!(trunk_events.is_empty(), "trunk events: {trunk_events:?}");
+    // scheduler-2's attempts in flight were closed by scheduler-1 once their leases expired
+    // (their calls hung up by the dialers, whose CDRs still arrived), within 30 s, and their
+    // contacts dialed again.
+    let orphaned: Vec<&Value> = attempts
+        .iter()
+        .filter(|a| a["node"] == "scheduler-2" && ts(&a["ended_at"]) >= scheduler_killed_at)
+        .collect();
+    assert!(!orphaned.is_empty(), "scheduler-2 had calls in flight");
+    for a in &orphaned {
+        assert_eq!(a["cause"], "node_lost", "{a}");
+        let closed = ts(&a["ended_at"])
+            .duration_since(scheduler_killed_at)
+            .as_secs_f64();
+        assert!(
+            closed <= 30.0,
+            "taken over {closed:.1} s after the kill: {a}"
+        );
+        assert!(
+            attempts.iter().any(|b| b["contact_id"] == a["contact_id"]
+                && b["id"].as_i64() > a["id"].as_i64()
+                && b["node"] == "scheduler-1"),
+            "the contact of {a} was dialed again by scheduler-1"
+        );
+    }
     let nodes: HashSet<&str> = attempts
         .iter()
         .filter_map(|a| a["cdr"]["node"].as_str())
